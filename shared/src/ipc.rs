@@ -1,0 +1,161 @@
+//! Messages between the master and its room workers.
+//!
+//! A worker connects to the master's local socket, sends [`Hello`] as its first
+//! frame and gets a [`HelloReply`]; after that the two sides exchange
+//! [`WorkerMsg`] and [`MasterMsg`] frames (see [`crate::framing`]).
+//! postcard is not self-describing, so `Hello` starts with a magic and a
+//! version that are decoded on their own before anything else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::RoomSettings;
+
+/// Bumped whenever any type in this module changes shape.
+pub const IPC_VERSION: u32 = 1;
+/// First bytes of every `Hello`.
+pub const MAGIC: [u8; 8] = *b"CHATIPC\0";
+
+/// First frame a worker sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub room: String,
+    pub pid: u32,
+    /// The port the worker was told to serve.
+    pub port: u16,
+    /// Set once the worker already serves clients (a reconnect after the
+    /// master went away): the master adopts it instead of waiting for it.
+    pub listening: bool,
+    /// The room's history epoch and last sequence number (0 when new).
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl Hello {
+    pub fn new(room: String, pid: u32, port: u16) -> Self {
+        Self {
+            magic: MAGIC,
+            version: IPC_VERSION,
+            room,
+            pid,
+            port,
+            listening: false,
+            epoch: 0,
+            seq: 0,
+        }
+    }
+}
+
+/// The master's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Accepted(Box<Snapshot>),
+    Refused { reason: String },
+}
+
+/// Everything a worker needs from the master's cache to serve its room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Increases with every change the master pushes.
+    pub version: u64,
+    pub server: ServerConfig,
+    pub room: RoomConfig,
+}
+
+/// Server-wide configuration handed to every worker (may hold secrets: it
+/// travels only over the local socket, never in argv).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// HS256 secret for join tokens; `None`: rooms are open to guests.
+    pub jwt_secret: Option<String>,
+    /// Interval of WebSocket pings to clients.
+    pub ping_interval_ms: u64,
+    /// Largest WebSocket message a client may send.
+    pub max_frame_bytes: u32,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub outbound_queue_bytes: u32,
+    /// Interval of IPC heartbeats.
+    pub ipc_heartbeat_ms: u64,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("outbound_queue_bytes", &self.outbound_queue_bytes)
+            .field("ipc_heartbeat_ms", &self.ipc_heartbeat_ms)
+            .finish()
+    }
+}
+
+/// The room a worker serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    pub name: String,
+    pub port: u16,
+    pub settings: RoomSettings,
+    /// Creation time, Unix milliseconds: the time limit counts from here.
+    pub created_unix_ms: u64,
+}
+
+/// Counters a worker reports about its room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomStats {
+    pub members: u32,
+    pub connections: u32,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Worker → master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    /// The room's port accepts WebSocket connections.
+    Listening {
+        port: u16,
+    },
+    /// The port could not be bound; the worker exits.
+    BindFailed {
+        port: u16,
+        reason: String,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Stats(RoomStats),
+    /// The room ends by itself (e.g. its time limit); the worker exits.
+    Ended {
+        reason: String,
+    },
+}
+
+/// Master → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MasterMsg {
+    Ping {
+        nonce: u64,
+    },
+    /// A newer snapshot of the master's cache.
+    Snapshot(Box<Snapshot>),
+    /// An operator's notice to every member.
+    Notice {
+        text: String,
+    },
+    /// Disconnect every connection of one user.
+    Kick {
+        user: String,
+        reason: String,
+    },
+    /// Close every client (1001) and exit.
+    Shutdown {
+        reason: String,
+    },
+}

@@ -1,0 +1,236 @@
+//! The client WebSocket protocol of a room (docs/PROTOCOL.md): JSON text
+//! frames with a `type` field, error codes and close codes.
+
+use serde::{Deserialize, Serialize};
+
+/// Close codes a room uses (besides the standard 1000, 1001, 1008, 1009, 1011).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The room is shutting down or reached its time limit.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Flooding, or a slow consumer whose queue filled up.
+    pub const POLICY: u16 = 1008;
+    /// A frame larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Missing or invalid query parameters (e.g. no name, bad name).
+    pub const BAD_REQUEST: u16 = 4000;
+    /// The token is missing, malformed, badly signed or uses another algorithm.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// The token has expired.
+    pub const TOKEN_EXPIRED: u16 = 4002;
+    /// The token is for another room.
+    pub const WRONG_ROOM: u16 = 4003;
+    /// Guests are not allowed in this room.
+    pub const GUESTS_NOT_ALLOWED: u16 = 4004;
+    /// The room has reached `max_members`.
+    pub const ROOM_FULL: u16 = 4005;
+    /// The user is banned from this room.
+    pub const BANNED: u16 = 4006;
+    /// A moderator or operator removed the user.
+    pub const KICKED: u16 = 4007;
+    /// The client missed two pings.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4008;
+}
+
+/// Stable error codes of `error` frames.
+pub mod code {
+    pub const BAD_JSON: &str = "bad_json";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const TOO_LONG: &str = "too_long";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const MUTED: &str = "muted";
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+}
+
+/// Roles of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Guest,
+    Member,
+    Moderator,
+    Owner,
+}
+
+impl Role {
+    /// May kick, mute, ban and delete.
+    pub fn moderates(self) -> bool {
+        self >= Role::Moderator
+    }
+}
+
+/// A user as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A member in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub connections: u32,
+}
+
+/// A chat message, live or from history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub seq: u64,
+    pub from: UserRef,
+    pub text: String,
+    /// Unix milliseconds.
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    Say {
+        text: String,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    Whisper {
+        to: String,
+        text: String,
+    },
+    History {
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Typing,
+    Kick {
+        user: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Mute {
+        user: String,
+        secs: u64,
+    },
+    Ban {
+        user: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Delete {
+        seq: u64,
+    },
+    Signal {
+        to: String,
+        data: serde_json::Value,
+    },
+    Ping,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        room: String,
+        you: Member,
+        members: Vec<Member>,
+        history: Vec<ChatMessage>,
+        seq: u64,
+        epoch: u64,
+        resumed: bool,
+    },
+    Joined {
+        user: Member,
+    },
+    Left {
+        user: UserRef,
+    },
+    Message(ChatMessage),
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        seq: u64,
+    },
+    Whisper {
+        from: UserRef,
+        to: UserRef,
+        text: String,
+        ts: u64,
+    },
+    History {
+        messages: Vec<ChatMessage>,
+        more: bool,
+    },
+    Typing {
+        user: UserRef,
+    },
+    Deleted {
+        seq: u64,
+        by: UserRef,
+    },
+    Muted {
+        user: UserRef,
+        secs: u64,
+        by: UserRef,
+    },
+    Signal {
+        from: UserRef,
+        data: serde_json::Value,
+    },
+    Notice {
+        text: String,
+    },
+    Closing {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_secs: Option<u64>,
+    },
+    Pong,
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_parse() {
+        let m: ClientMsg = serde_json::from_str(r#"{"type":"say","text":"hi"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::Say {
+                text: "hi".into(),
+                client_id: None
+            }
+        );
+        let m: ClientMsg = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(m, ClientMsg::Ping);
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn server_frames_have_type() {
+        let s = serde_json::to_string(&ServerMsg::Ack {
+            client_id: Some("c1".into()),
+            seq: 3,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"type":"ack","client_id":"c1","seq":3}"#);
+        let s = serde_json::to_string(&ServerMsg::Pong).unwrap();
+        assert_eq!(s, r#"{"type":"pong"}"#);
+    }
+}
