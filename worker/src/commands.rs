@@ -1,0 +1,388 @@
+//! What a room does with each client frame.
+
+use std::time::{Duration, Instant};
+
+use chat_shared::protocol::{ClientMsg, ServerMsg, close, code};
+
+use crate::room::{Conn, Room, encode, now_ms};
+
+/// Largest `signal` payload, serialized.
+pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
+/// Longest `history` page.
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+/// Longest mute.
+pub const MAX_MUTE_SECS: u64 = 7 * 24 * 3600;
+/// Minimum interval between two `typing` frames of one user.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest reason or client id.
+const MAX_SHORT_TEXT: usize = 256;
+
+const KNOWN_TYPES: &[&str] = &[
+    "say", "whisper", "history", "typing", "kick", "mute", "ban", "delete", "signal", "ping",
+];
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Room {
+    /// Handles one text frame of a connection.
+    pub fn handle_text(&mut self, conn: &Conn, text: &str) {
+        self.messages_in += 1;
+        if let Err(wait) = conn.bucket.take() {
+            self.strike(conn);
+            self.error(
+                conn,
+                code::RATE_LIMITED,
+                "too many frames",
+                Some(millis(wait)),
+            );
+            return;
+        }
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.strike(conn);
+                return self.error(conn, code::BAD_JSON, format!("not JSON: {e}"), None);
+            }
+        };
+        let Some(kind) = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+        else {
+            self.strike(conn);
+            return self.error(
+                conn,
+                code::BAD_REQUEST,
+                "a frame needs a string \"type\"",
+                None,
+            );
+        };
+        if !KNOWN_TYPES.contains(&kind.as_str()) {
+            let msg = format!("unknown type {:?}", truncate(&kind, 32));
+            self.strike(conn);
+            return self.error(conn, code::UNKNOWN_TYPE, msg, None);
+        }
+        let msg: ClientMsg = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => {
+                self.strike(conn);
+                return self.error(conn, code::BAD_REQUEST, format!("bad {kind}: {e}"), None);
+            }
+        };
+        self.dispatch(conn, msg);
+    }
+
+    /// Counts a refused frame; sustained abuse closes the connection (1008).
+    pub fn strike(&mut self, conn: &Conn) {
+        if conn.strikes.take().is_err() {
+            tracing::warn!(room = %self.name, user = %conn.user_id, "closing a flooding connection");
+            conn.out.close(close::POLICY, "flooding");
+        }
+    }
+
+    fn dispatch(&mut self, conn: &Conn, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Say { text, client_id } => self.say(conn, text, client_id),
+            ClientMsg::Whisper { to, text } => self.whisper(conn, &to, text),
+            ClientMsg::History { before, limit } => self.history_page(conn, before, limit),
+            ClientMsg::Typing => self.typing(conn),
+            ClientMsg::Kick { user, reason } => {
+                let reason = reason.unwrap_or_else(|| "kicked".into());
+                self.moderate(conn, &user, |room, target, by| {
+                    room.disconnect_user(
+                        target,
+                        close::KICKED,
+                        &format!("kicked by {by}: {reason}"),
+                    );
+                });
+            }
+            ClientMsg::Ban { user, reason } => {
+                let reason = reason.unwrap_or_else(|| "banned".into());
+                self.moderate(conn, &user, |room, target, by| {
+                    room.bans.insert(target.to_owned(), reason.clone());
+                    room.disconnect_user(
+                        target,
+                        close::BANNED,
+                        &format!("banned by {by}: {reason}"),
+                    );
+                });
+            }
+            ClientMsg::Mute { user, secs } => self.mute(conn, &user, secs),
+            ClientMsg::Delete { seq } => self.delete(conn, seq),
+            ClientMsg::Signal { to, data } => self.signal(conn, &to, data),
+            ClientMsg::Ping => {
+                let pong = encode(&ServerMsg::Pong);
+                self.send_to(conn, &pong);
+            }
+        }
+    }
+
+    /// Checks a text's length against the room's limit.
+    fn check_text(&mut self, conn: &Conn, text: &str) -> bool {
+        if text.trim().is_empty() {
+            self.error(conn, code::BAD_REQUEST, "text is empty", None);
+            return false;
+        }
+        let max = self.settings.max_text_len as usize;
+        if text.chars().count() > max {
+            self.error(
+                conn,
+                code::TOO_LONG,
+                format!("text is longer than {max} characters"),
+                None,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The per-user bucket shared by all of a user's devices.
+    fn user_allows(&mut self, conn: &Conn) -> bool {
+        let wait = match self.users.get(&conn.user_id) {
+            Some(u) => u.bucket.take().err(),
+            None => return false,
+        };
+        match wait {
+            None => true,
+            Some(wait) => {
+                self.strike(conn);
+                self.error(
+                    conn,
+                    code::RATE_LIMITED,
+                    "too many messages",
+                    Some(millis(wait)),
+                );
+                false
+            }
+        }
+    }
+
+    fn say(&mut self, conn: &Conn, text: String, client_id: Option<String>) {
+        if client_id.as_ref().is_some_and(|c| c.len() > MAX_SHORT_TEXT) {
+            return self.error(conn, code::TOO_LONG, "client_id is too long", None);
+        }
+        if !self.check_text(conn, &text) || !self.user_allows(conn) {
+            return;
+        }
+        let now = Instant::now();
+        let slow = Duration::from_millis(self.settings.slow_mode_ms);
+        let Some(user) = self.users.get_mut(&conn.user_id) else {
+            return;
+        };
+        if let Some(until) = user.muted_until {
+            if until > now {
+                let left = until - now;
+                return self.error(
+                    conn,
+                    code::MUTED,
+                    format!("you are muted for {} more seconds", left.as_secs().max(1)),
+                    Some(millis(left)),
+                );
+            }
+            user.muted_until = None;
+        }
+        if !slow.is_zero()
+            && !user.role.moderates()
+            && let Some(last) = user.last_say
+            && now < last + slow
+        {
+            let wait = last + slow - now;
+            return self.error(
+                conn,
+                code::RATE_LIMITED,
+                "slow mode is on",
+                Some(millis(wait)),
+            );
+        }
+        user.last_say = Some(now);
+        let from = user.user_ref();
+        let msg = self.append(from, text);
+        let seq = msg.seq;
+        let bytes = encode(&ServerMsg::Message(msg));
+        self.broadcast(&bytes, Some(conn.id), None);
+        let ack = encode(&ServerMsg::Ack { client_id, seq });
+        self.send_to(conn, &ack);
+    }
+
+    fn whisper(&mut self, conn: &Conn, to: &str, text: String) {
+        if !self.check_text(conn, &text) || !self.user_allows(conn) {
+            return;
+        }
+        let (Some(from), Some(target)) = (self.users.get(&conn.user_id), self.users.get(to)) else {
+            return self.error(
+                conn,
+                code::NOT_FOUND,
+                format!("{to:?} is not in the room"),
+                None,
+            );
+        };
+        if from.muted_until.is_some_and(|u| u > Instant::now()) {
+            return self.error(conn, code::MUTED, "you are muted", None);
+        }
+        let bytes = encode(&ServerMsg::Whisper {
+            from: from.user_ref(),
+            to: target.user_ref(),
+            text,
+            ts: now_ms(),
+        });
+        self.send_user(to, &bytes, None);
+        if to != conn.user_id {
+            let me = conn.user_id.clone();
+            self.send_user(&me, &bytes, Some(conn.id));
+        }
+    }
+
+    fn history_page(&mut self, conn: &Conn, before: Option<u64>, limit: Option<u32>) {
+        let limit = limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_HISTORY_LIMIT {
+            return self.error(
+                conn,
+                code::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_HISTORY_LIMIT}"),
+                None,
+            );
+        }
+        let before = before.unwrap_or(u64::MAX);
+        let older: Vec<_> = self.history.iter().filter(|m| m.seq < before).collect();
+        let start = older.len().saturating_sub(limit as usize);
+        let messages = older[start..].iter().map(|m| (*m).clone()).collect();
+        let bytes = encode(&ServerMsg::History {
+            messages,
+            more: start > 0,
+        });
+        self.send_to(conn, &bytes);
+    }
+
+    fn typing(&mut self, conn: &Conn) {
+        let now = Instant::now();
+        let Some(user) = self.users.get_mut(&conn.user_id) else {
+            return;
+        };
+        if user.last_typing.is_some_and(|t| now < t + TYPING_INTERVAL) {
+            return; // ephemeral: extra typing frames are dropped
+        }
+        user.last_typing = Some(now);
+        let bytes = encode(&ServerMsg::Typing {
+            user: user.user_ref(),
+        });
+        let me = conn.user_id.clone();
+        self.broadcast(&bytes, None, Some(&me));
+    }
+
+    /// Runs a moderation action when the actor outranks the target.
+    fn moderate(&mut self, conn: &Conn, target: &str, act: impl FnOnce(&mut Room, &str, &str)) {
+        let Some(actor) = self.users.get(&conn.user_id) else {
+            return;
+        };
+        let (actor_role, actor_name) = (actor.role, actor.name.clone());
+        if !actor_role.moderates() {
+            return self.error(
+                conn,
+                code::FORBIDDEN,
+                "only moderators and owners may do this",
+                None,
+            );
+        }
+        let Some(t) = self.users.get(target) else {
+            return self.error(
+                conn,
+                code::NOT_FOUND,
+                format!("{target:?} is not in the room"),
+                None,
+            );
+        };
+        if t.role >= actor_role {
+            return self.error(
+                conn,
+                code::FORBIDDEN,
+                "you cannot moderate this member",
+                None,
+            );
+        }
+        act(self, target, &actor_name);
+    }
+
+    fn mute(&mut self, conn: &Conn, target: &str, secs: u64) {
+        if secs == 0 || secs > MAX_MUTE_SECS {
+            return self.error(
+                conn,
+                code::BAD_REQUEST,
+                format!("secs must be between 1 and {MAX_MUTE_SECS}"),
+                None,
+            );
+        }
+        let by = self.users.get(&conn.user_id).map(|u| u.user_ref());
+        self.moderate(conn, target, |room, target, _| {
+            let Some(u) = room.users.get_mut(target) else {
+                return;
+            };
+            u.muted_until = Some(Instant::now() + Duration::from_secs(secs));
+            let user = u.user_ref();
+            if let Some(by) = by {
+                let bytes = encode(&ServerMsg::Muted { user, secs, by });
+                room.broadcast(&bytes, None, None);
+            }
+        });
+    }
+
+    fn delete(&mut self, conn: &Conn, seq: u64) {
+        let Some(actor) = self.users.get(&conn.user_id) else {
+            return;
+        };
+        if !actor.role.moderates() {
+            return self.error(
+                conn,
+                code::FORBIDDEN,
+                "only moderators and owners may delete",
+                None,
+            );
+        }
+        let by = actor.user_ref();
+        let Some(m) = self.history.iter_mut().find(|m| m.seq == seq && !m.deleted) else {
+            return self.error(conn, code::NOT_FOUND, format!("no message {seq}"), None);
+        };
+        m.deleted = true;
+        m.text.clear();
+        let bytes = encode(&ServerMsg::Deleted { seq, by });
+        self.broadcast(&bytes, None, None);
+    }
+
+    fn signal(&mut self, conn: &Conn, to: &str, data: serde_json::Value) {
+        let size = serde_json::to_vec(&data)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_SIGNAL_BYTES {
+            return self.error(
+                conn,
+                code::TOO_LONG,
+                format!("signal data is larger than {MAX_SIGNAL_BYTES} bytes"),
+                None,
+            );
+        }
+        if !self.user_allows(conn) {
+            return;
+        }
+        let Some(from) = self.users.get(&conn.user_id).map(|u| u.user_ref()) else {
+            return;
+        };
+        if !self.users.contains_key(to) {
+            return self.error(
+                conn,
+                code::NOT_FOUND,
+                format!("{to:?} is not in the room"),
+                None,
+            );
+        }
+        let bytes = encode(&ServerMsg::Signal { from, data });
+        self.send_user(to, &bytes, None);
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

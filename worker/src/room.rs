@@ -1,0 +1,399 @@
+//! The state of one room: members, their connections, the message sequence
+//! and the recent history. One `Mutex<Room>` per worker; it is never held
+//! across an `.await`, and everything a join or a message changes happens in
+//! one critical section, so every connection sees frames in `seq` order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use chat_shared::ipc::RoomStats;
+use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close};
+use chat_shared::settings::RoomSettings;
+
+use crate::identity::{Identity, Refusal};
+use crate::limits::Bucket;
+use crate::outbound::Outbound;
+
+/// Messages kept in memory for resume and `history`, at least.
+pub const MIN_KEPT: usize = 1000;
+
+/// One WebSocket connection of a member.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub user_id: String,
+    pub out: Arc<Outbound>,
+    /// Pings sent without any frame received since.
+    pub missed_pings: AtomicU32,
+    pub bucket: Bucket,
+    pub strikes: Bucket,
+}
+
+/// A member: one user with one or more connections.
+#[derive(Debug)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub conns: Vec<Arc<Conn>>,
+    pub muted_until: Option<Instant>,
+    pub last_say: Option<Instant>,
+    pub last_typing: Option<Instant>,
+    pub bucket: Bucket,
+}
+
+impl User {
+    pub fn user_ref(&self) -> UserRef {
+        UserRef {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn member(&self) -> Member {
+        Member {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            connections: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Where a reconnecting client left off (`?since=&epoch=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub since: u64,
+    pub epoch: u64,
+}
+
+/// The room.
+#[derive(Debug)]
+pub struct Room {
+    pub name: String,
+    pub settings: RoomSettings,
+    pub epoch: u64,
+    pub seq: u64,
+    pub history: VecDeque<ChatMessage>,
+    pub users: HashMap<String, User>,
+    /// Users banned from this room, with the reason.
+    pub bans: HashMap<String, String>,
+    pub closing: bool,
+    next_conn: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Connections of a shootout-mode room (no identity, no presence).
+    plain: HashMap<u64, Arc<Outbound>>,
+}
+
+/// Serializes a frame once; the bytes are shared by every recipient.
+pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    match serde_json::to_string(msg) {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a server frame");
+            Utf8Bytes::from_static(
+                "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"internal error\"}",
+            )
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Room {
+    pub fn new(name: String, settings: RoomSettings, epoch: u64) -> Self {
+        Self {
+            name,
+            settings,
+            epoch,
+            seq: 0,
+            history: VecDeque::new(),
+            users: HashMap::new(),
+            bans: HashMap::new(),
+            closing: false,
+            next_conn: 0,
+            messages_in: 0,
+            messages_out: 0,
+            plain: HashMap::new(),
+        }
+    }
+
+    fn kept(&self) -> usize {
+        MIN_KEPT.max(self.settings.history_size as usize)
+    }
+
+    /// Queues a frame on one connection.
+    pub fn send_to(&mut self, conn: &Conn, bytes: &Utf8Bytes) {
+        if conn.out.send(bytes) {
+            self.messages_out += 1;
+        }
+    }
+
+    /// Queues a frame on every connection of one user, but `except`.
+    pub fn send_user(&mut self, user_id: &str, bytes: &Utf8Bytes, except: Option<u64>) {
+        let mut sent = 0;
+        if let Some(u) = self.users.get(user_id) {
+            for c in &u.conns {
+                if Some(c.id) != except && c.out.send(bytes) {
+                    sent += 1;
+                }
+            }
+        }
+        self.messages_out += sent;
+    }
+
+    /// Queues a frame on every connection, but `except` (a connection id) and
+    /// `except_user`.
+    pub fn broadcast(&mut self, bytes: &Utf8Bytes, except: Option<u64>, except_user: Option<&str>) {
+        let mut sent = 0;
+        for u in self.users.values() {
+            if Some(u.id.as_str()) == except_user {
+                continue;
+            }
+            for c in &u.conns {
+                if Some(c.id) != except && c.out.send(bytes) {
+                    sent += 1;
+                }
+            }
+        }
+        self.messages_out += sent;
+    }
+
+    /// Sends an `error` frame to one connection.
+    pub fn error(
+        &mut self,
+        conn: &Conn,
+        code: &str,
+        message: impl Into<String>,
+        retry_after_ms: Option<u64>,
+    ) {
+        let bytes = encode(&ServerMsg::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            retry_after_ms,
+        });
+        self.send_to(conn, &bytes);
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        let mut m: Vec<Member> = self.users.values().map(User::member).collect();
+        m.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        m
+    }
+
+    /// Adds a connection: checks bans and capacity, sends `welcome` (and the
+    /// replay of a resume) before any live frame, and `joined` to the others
+    /// on the user's first connection.
+    pub fn join(
+        &mut self,
+        who: Identity,
+        out: Arc<Outbound>,
+        resume: Option<Resume>,
+    ) -> Result<Arc<Conn>, Refusal> {
+        if self.closing {
+            return Err(Refusal::new(close::GOING_AWAY, "room is closing"));
+        }
+        if let Some(reason) = self.bans.get(&who.id) {
+            return Err(Refusal::new(
+                close::BANNED,
+                format!("banned from this room: {reason}"),
+            ));
+        }
+        let first = !self.users.contains_key(&who.id);
+        if first
+            && let Some(max) = self.settings.max_members
+            && self.users.len() >= max as usize
+        {
+            return Err(Refusal::new(close::ROOM_FULL, "room is full"));
+        }
+        self.next_conn += 1;
+        let conn = Arc::new(Conn {
+            id: self.next_conn,
+            user_id: who.id.clone(),
+            out,
+            missed_pings: AtomicU32::new(0),
+            bucket: Bucket::connection(),
+            strikes: Bucket::strikes(),
+        });
+        let user = self.users.entry(who.id.clone()).or_insert_with(|| User {
+            id: who.id.clone(),
+            name: who.name.clone(),
+            role: who.role,
+            conns: Vec::new(),
+            muted_until: None,
+            last_say: None,
+            last_typing: None,
+            bucket: Bucket::user(),
+        });
+        // The latest connection's name and role win.
+        user.name = who.name;
+        user.role = who.role;
+        user.conns.push(conn.clone());
+        let me = user.member();
+
+        let (resumed, replay) = self.replay_after(resume);
+        let history = if resume.is_some() && resumed {
+            Vec::new()
+        } else {
+            let n = self.settings.history_size as usize;
+            let skip = self.history.len().saturating_sub(n);
+            self.history.iter().skip(skip).cloned().collect()
+        };
+        let welcome = encode(&ServerMsg::Welcome {
+            room: self.name.clone(),
+            you: me.clone(),
+            members: self.members(),
+            history,
+            seq: self.seq,
+            epoch: self.epoch,
+            resumed,
+        });
+        self.send_to(&conn, &welcome);
+        for m in replay {
+            let bytes = encode(&ServerMsg::Message(m));
+            self.send_to(&conn, &bytes);
+        }
+        if first {
+            let joined = encode(&ServerMsg::Joined { user: me });
+            self.broadcast(&joined, None, Some(&conn.user_id));
+        }
+        Ok(conn)
+    }
+
+    /// Whether a resume can be served, and the messages to replay.
+    fn replay_after(&self, resume: Option<Resume>) -> (bool, Vec<ChatMessage>) {
+        let Some(r) = resume else {
+            return (false, Vec::new());
+        };
+        if r.epoch != self.epoch || r.since > self.seq {
+            return (false, Vec::new());
+        }
+        let oldest = self.history.front().map_or(self.seq + 1, |m| m.seq);
+        if r.since + 1 < oldest {
+            return (false, Vec::new());
+        }
+        let replay = self
+            .history
+            .iter()
+            .filter(|m| m.seq > r.since)
+            .cloned()
+            .collect();
+        (true, replay)
+    }
+
+    /// Removes a connection; `left` goes out after the user's last one.
+    pub fn leave(&mut self, conn: &Conn) {
+        let Some(user) = self.users.get_mut(&conn.user_id) else {
+            return;
+        };
+        user.conns.retain(|c| c.id != conn.id);
+        if user.conns.is_empty() {
+            if let Some(user) = self.users.remove(&conn.user_id) {
+                let left = encode(&ServerMsg::Left {
+                    user: user.user_ref(),
+                });
+                self.broadcast(&left, None, None);
+            }
+        }
+    }
+
+    /// Appends a message to the sequence and the in-memory history.
+    pub fn append(&mut self, from: UserRef, text: String) -> ChatMessage {
+        self.seq += 1;
+        let msg = ChatMessage {
+            seq: self.seq,
+            from,
+            text,
+            ts: now_ms(),
+            deleted: false,
+        };
+        self.history.push_back(msg.clone());
+        while self.history.len() > self.kept() {
+            self.history.pop_front();
+        }
+        msg
+    }
+
+    /// Closes every connection of a user with a close code.
+    pub fn disconnect_user(&mut self, user_id: &str, code: u16, reason: &str) -> bool {
+        match self.users.get(user_id) {
+            Some(u) => {
+                for c in &u.conns {
+                    c.out.close(code, reason);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells everyone the room is closing, then closes every connection
+    /// (after what is already queued) with 1001.
+    pub fn shutdown(&mut self, reason: &str) {
+        self.closing = true;
+        let closing = encode(&ServerMsg::Closing {
+            reason: reason.to_owned(),
+            in_secs: None,
+        });
+        self.broadcast(&closing, None, None);
+        for u in self.users.values() {
+            for c in &u.conns {
+                c.out.close_after_queue(close::GOING_AWAY, reason);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> RoomStats {
+        RoomStats {
+            members: u32::try_from(self.users.len()).unwrap_or(u32::MAX),
+            connections: u32::try_from(
+                self.users.values().map(|u| u.conns.len()).sum::<usize>() + self.plain.len(),
+            )
+            .unwrap_or(u32::MAX),
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// Adds a shootout-mode connection.
+    pub fn add_plain(&mut self, out: Arc<Outbound>) -> u64 {
+        self.next_conn += 1;
+        self.plain.insert(self.next_conn, out);
+        self.next_conn
+    }
+
+    pub fn remove_plain(&mut self, id: u64) {
+        self.plain.remove(&id);
+    }
+
+    /// Sends a frame to every shootout-mode connection.
+    pub fn broadcast_plain(&mut self, bytes: &Utf8Bytes) {
+        self.messages_in += 1;
+        let mut sent = 0;
+        for out in self.plain.values() {
+            if out.send(bytes) {
+                sent += 1;
+            }
+        }
+        self.messages_out += sent;
+    }
+
+    /// Every connection (for pings).
+    pub fn all_conns(&self) -> Vec<Arc<Conn>> {
+        self.users
+            .values()
+            .flat_map(|u| u.conns.iter().cloned())
+            .collect()
+    }
+}

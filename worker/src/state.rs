@@ -1,0 +1,72 @@
+//! What every task of a worker shares.
+
+use std::sync::{Mutex, MutexGuard};
+
+use chat_shared::ipc::{ServerConfig, WorkerMsg};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::room::Room;
+
+/// The worker: its room, its configuration and its lifecycle.
+pub struct Worker {
+    pub name: String,
+    pub port: u16,
+    room: Mutex<Room>,
+    pub server: Mutex<ServerConfig>,
+    /// Cancelled when the worker must end; the reason is in `end_reason`.
+    pub shutdown: CancellationToken,
+    pub end_reason: Mutex<String>,
+    /// Every connection's task.
+    pub tracker: TaskTracker,
+    /// Messages for the master, sent by the link when it is up.
+    pub to_master: mpsc::UnboundedSender<WorkerMsg>,
+}
+
+impl Worker {
+    pub fn new(
+        port: u16,
+        room: Room,
+        server: ServerConfig,
+        to_master: mpsc::UnboundedSender<WorkerMsg>,
+    ) -> Self {
+        Self {
+            name: room.name.clone(),
+            port,
+            room: Mutex::new(room),
+            server: Mutex::new(server),
+            shutdown: CancellationToken::new(),
+            end_reason: Mutex::new(String::new()),
+            tracker: TaskTracker::new(),
+            to_master,
+        }
+    }
+
+    /// Locks the room. A poisoned lock (a panic while holding it) is
+    /// recovered: the room's data stays usable.
+    pub fn room(&self) -> MutexGuard<'_, Room> {
+        self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> ServerConfig {
+        self.server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn outbound_limit(&self) -> usize {
+        self.config().outbound_queue_bytes as usize
+    }
+
+    /// Ends the worker: clients get `closing` and a 1001 close frame.
+    pub fn end(&self, reason: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        *self.end_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+        self.room().shutdown(reason);
+        self.shutdown.cancel();
+    }
+}
