@@ -1,1 +1,179 @@
-fn main() {}
+//! `chatserver`: the master process. Serves the room API and the admin API,
+//! spawns one `chatroom` worker per room and supervises them.
+//!
+//! Shutdown (SIGTERM, SIGINT or `DELETE /api/v1/shutdown`): stop accepting,
+//! tell every room to close (clients get 1001), wait up to the grace period,
+//! kill what remains, remove the socket and state files.
+
+mod config;
+mod http;
+mod ipc_server;
+mod keys;
+mod load;
+mod logging;
+mod registry;
+mod rundir;
+mod state;
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::keys::Keys;
+use crate::registry::Registry;
+use crate::rundir::{MasterInfo, RunDir};
+use crate::state::Master;
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::load();
+    let log = logging::init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = rt.block_on(run(cfg, log));
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "chatserver stopped");
+    }
+    result
+}
+
+/// Raises the soft open-file limit to the hard limit: every client is a file.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+fn worker_bin(cfg: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &cfg.worker_bin {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe().context("cannot find this executable")?;
+    let dir = me.parent().context("this executable has no directory")?;
+    let bin = dir.join("chatroom");
+    anyhow::ensure!(
+        bin.exists(),
+        "no chatroom binary next to {}; use --worker-bin",
+        me.display()
+    );
+    Ok(bin)
+}
+
+async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
+    let pid = std::process::id();
+    let _span = tracing::info_span!("chatserver", pid).entered();
+    raise_nofile();
+    let run_dir = RunDir::open(&cfg.run_dir)?;
+    let keys = Keys::resolve(cfg.key.clone(), cfg.admin_key.clone(), &run_dir.path)
+        .context("cannot write the key file")?;
+    if cfg.jwt_secret.is_none() {
+        tracing::warn!(
+            "no JWT_SECRET: every room is open to guests (?name=); set JWT_SECRET to require signed tokens"
+        );
+    }
+    let worker_bin = worker_bin(&cfg)?;
+    let hostname = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let master = Arc::new(Master {
+        registry: Registry::new(&cfg),
+        keys,
+        worker_bin,
+        socket: run_dir.socket(),
+        hostname,
+        started: Instant::now(),
+        started_at: chrono::Utc::now(),
+        shutdown: CancellationToken::new(),
+        supervisors: TaskTracker::new(),
+        log,
+        cfg,
+    });
+
+    let ipc = ipc_server::bind(&master)
+        .with_context(|| format!("cannot bind {}", master.socket.display()))?;
+    let main_addr = SocketAddr::new(master.cfg.bind, master.cfg.port);
+    let admin_addr = SocketAddr::new(master.cfg.admin_bind, master.cfg.admin_port);
+    let main_listener = TcpListener::bind(main_addr)
+        .await
+        .with_context(|| format!("cannot bind the room API on {main_addr}"))?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
+
+    let servers = TaskTracker::new();
+    servers.spawn(ipc_server::serve(master.clone(), ipc));
+    let stop = master.shutdown.clone();
+    let main_app = http::main_api::router(master.clone());
+    servers.spawn(async move {
+        if let Err(e) = axum::serve(main_listener, main_app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "room API failed");
+        }
+    });
+    let stop = master.shutdown.clone();
+    let admin_app = http::admin_api::router(master.clone());
+    servers.spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "admin API failed");
+        }
+    });
+    servers.close();
+
+    run_dir
+        .write_info(&MasterInfo {
+            pid,
+            port: master.cfg.port,
+            admin_port: master.cfg.admin_port,
+            admin_url: format!("http://{admin_addr}"),
+            version: chat_shared::VERSION,
+        })
+        .context("cannot write master.json")?;
+    tracing::info!(%main_addr, %admin_addr, rooms = %format!("{}-{}", master.cfg.room_ports.0, master.cfg.room_ports.1), "chatserver ready");
+
+    wait_for_stop(&master).await;
+    tracing::info!("shutting down");
+    supervisor::shutdown_all(&master).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
+    run_dir.cleanup();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop(master: &Master) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with DELETE /api/v1/shutdown");
+        master.shutdown.cancelled().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = master.shutdown.cancelled() => {}
+    }
+    master.shutdown.cancel();
+}

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub outbound_queue_bytes: u32,
     /// Interval of IPC heartbeats.
     pub ipc_heartbeat_ms: u64,
+    /// The server drains with connections: new joins are refused.
+    pub refuse_joins: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -90,6 +92,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("outbound_queue_bytes", &self.outbound_queue_bytes)
             .field("ipc_heartbeat_ms", &self.ipc_heartbeat_ms)
+            .field("refuse_joins", &self.refuse_joins)
             .finish()
     }
 }

@@ -31,6 +31,8 @@ pub mod close {
     pub const KICKED: u16 = 4007;
     /// The client missed two pings.
     pub const HEARTBEAT_TIMEOUT: u16 = 4008;
+    /// The server is draining and refuses new joins; try another host later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Stable error codes of `error` frames.

@@ -31,6 +31,17 @@ pub async fn serve(
     let (sink, stream) = socket.split();
     let (out, rx) = Outbound::new(worker.outbound_limit());
     let writer = tokio::spawn(write_loop(sink, rx, out.clone()));
+    let draining = worker.config().refuse_joins;
+    let who = who.and_then(|who| {
+        if draining {
+            Err(Refusal::new(
+                close::TRY_AGAIN_LATER,
+                "server is draining; try again later",
+            ))
+        } else {
+            Ok(who)
+        }
+    });
     let joined = who.and_then(|who| {
         let mut room = worker.room();
         room.join(who, out.clone(), resume)

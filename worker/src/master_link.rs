@@ -135,7 +135,7 @@ async fn session(
     let heartbeat = Duration::from_millis(worker.config().ipc_heartbeat_ms.max(50));
     let silence = heartbeat * 4;
     let mut stats = tokio::time::interval(STATS_EVERY);
-    let mut last = worker.room().stats();
+    let mut last = chat_shared::ipc::RoomStats::default();
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {

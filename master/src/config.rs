@@ -1,0 +1,125 @@
+//! Command-line flags, with the original chatserver's environment variables
+//! as fallbacks.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The chatserver master: room API, admin API, and the supervisor of one
+/// `chatroom` process per room.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chatserver", version)]
+pub struct Config {
+    /// Port of the room API.
+    #[arg(long, env = "PORT", default_value_t = 80)]
+    pub port: u16,
+    /// Address the room API binds.
+    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Port of the admin API.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 8090)]
+    pub admin_port: u16,
+    /// Address the admin API binds (loopback by default).
+    #[arg(long, env = "ADMIN_BIND", default_value = "127.0.0.1")]
+    pub admin_bind: IpAddr,
+    /// Key of the room API (prefer the environment: argv is visible to all).
+    #[arg(long, env = "KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Key of the admin API (environment only).
+    #[arg(skip)]
+    pub admin_key: Option<String>,
+    /// HS256 secret of join tokens; without it rooms are open to guests.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Range of room ports, `FIRST-LAST`.
+    #[arg(long, env = "ROOM_PORTS", default_value = "34000-34999", value_parser = parse_range)]
+    pub room_ports: (u16, u16),
+    /// Most rooms at once (default: the size of the port range).
+    #[arg(long, env = "MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Address room ports bind.
+    #[arg(long, env = "ROOM_BIND", default_value = "0.0.0.0")]
+    pub room_bind: IpAddr,
+    /// The `chatroom` binary (default: next to this executable).
+    #[arg(long, env = "WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
+    /// Directory of the master's socket, lock, key and state files.
+    #[arg(long, env = "RUN_DIR", default_value = "./run")]
+    pub run_dir: PathBuf,
+    /// Time rooms get to close at shutdown before they are killed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Interval of WebSocket pings to clients.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+    /// Interval of IPC heartbeats between master and rooms.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub ipc_heartbeat: Duration,
+    /// Largest WebSocket message a client may send, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_frame_bytes: u32,
+    /// Bytes queued for one client before it is dropped as a slow consumer.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: u32,
+    /// Public name of this host for load balancers, e.g. `http://10.0.0.5`.
+    #[arg(long, env = "HOST")]
+    pub host: Option<String>,
+    /// Load balancers, comma-separated base URLs.
+    #[arg(long, env = "LOADBALANCERS", value_delimiter = ',')]
+    pub load_balancers: Vec<String>,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected FIRST-LAST, got {s:?}"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad first port: {e}"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad last port: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("bad port range {a}-{b}"));
+    }
+    Ok((a, b))
+}
+
+impl Config {
+    /// Parses argv and the environment.
+    pub fn load() -> Self {
+        let mut c = Self::parse();
+        c.admin_key = std::env::var("ADMIN_KEY").ok().filter(|k| !k.is_empty());
+        c.key = c.key.filter(|k| !k.is_empty());
+        c.jwt_secret = c.jwt_secret.filter(|k| !k.is_empty());
+        c
+    }
+
+    /// Number of room ports.
+    pub fn range_len(&self) -> usize {
+        usize::from(self.room_ports.1 - self.room_ports.0) + 1
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max_rooms
+            .unwrap_or_else(|| self.range_len())
+            .min(self.range_len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("34000-34999"), Ok((34000, 34999)));
+        assert!(parse_range("5-4").is_err());
+        assert!(parse_range("x").is_err());
+        assert!(parse_range("0-4").is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The admin API (default port 8090, loopback by default).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::Response;
+use axum::routing::{delete, get, post, put};
+use chat_shared::ipc::MasterMsg;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{common_headers, data, message, not_found, require_admin_key};
+use crate::load::load;
+use crate::registry::RoomState;
+use crate::state::Shared;
+use crate::supervisor::shutdown_room;
+
+pub fn router(master: Shared) -> Router {
+    let keyed = Router::new()
+        .route("/api/v1/", get(app_info))
+        .route("/api/v1", get(app_info))
+        .route("/api/v1/load", get(get_load))
+        .route("/api/v1/rooms", get(list_rooms))
+        .route("/api/v1/rooms/{name}", get(room_info))
+        .route("/api/v1/room/{name}/shutdown", delete(shutdown_one))
+        .route("/api/v1/shutdown", delete(shutdown_all))
+        .route("/api/v1/broadcast", post(broadcast_all))
+        .route("/api/v1/rooms/{name}/broadcast", post(broadcast_one))
+        .route("/api/v1/rooms/{name}/kick", post(kick))
+        .route("/api/v1/drain", post(drain))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/log-level", put(log_level).get(get_log_level))
+        .route_layer(from_fn_with_state(master.clone(), require_admin_key));
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .merge(keyed)
+        .fallback(not_found)
+        .layer(from_fn_with_state(master.clone(), common_headers))
+        .with_state(master)
+}
+
+async fn app_info() -> Response {
+    data(
+        StatusCode::OK,
+        json!({"app": "Admin chatserver", "version": chat_shared::VERSION}),
+    )
+}
+
+async fn livez() -> Response {
+    data(StatusCode::OK, json!({"status": "alive"}))
+}
+
+async fn readyz(State(master): State<Shared>) -> Response {
+    if master.registry.accepting() && !master.shutdown.is_cancelled() {
+        data(StatusCode::OK, json!({"status": "ready"}))
+    } else {
+        data(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        )
+    }
+}
+
+async fn get_load(State(master): State<Shared>) -> Response {
+    data(StatusCode::OK, load(&master))
+}
+
+async fn list_rooms(State(master): State<Shared>) -> Response {
+    let rooms: Vec<_> = master.registry.all().iter().map(|r| r.info()).collect();
+    data(StatusCode::OK, rooms)
+}
+
+async fn room_info(State(master): State<Shared>, Path(name): Path<String>) -> Response {
+    match master.registry.get(&name) {
+        Some(r) => data(StatusCode::OK, r.info()),
+        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
+    }
+}
+
+async fn shutdown_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
+    match master.registry.get(&name) {
+        Some(r) if matches!(r.state(), RoomState::Ready | RoomState::Starting) => {
+            tracing::info!(room = %name, "room shutdown asked by an operator");
+            shutdown_room(&r, "room shut down by an operator");
+            data(
+                StatusCode::ACCEPTED,
+                json!({"name": name, "message": "Shutting down"}),
+            )
+        }
+        _ => data(
+            StatusCode::OK,
+            json!({"name": name, "message": "Either shutdown already or doesn't exist"}),
+        ),
+    }
+}
+
+async fn shutdown_all(State(master): State<Shared>) -> Response {
+    tracing::info!("server shutdown asked by an operator");
+    master.shutdown.cancel();
+    data(StatusCode::ACCEPTED, json!({"message": "Shutting down"}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextBody {
+    text: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+}
+
+fn check_text(text: &str) -> Result<(), Response> {
+    if text.trim().is_empty() || text.chars().count() > 4000 {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            "text must have 1 to 4000 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn broadcast_all(State(master): State<Shared>, body: Bytes) -> Response {
+    let b: TextBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_text(&b.text) {
+        return r;
+    }
+    let mut sent = 0;
+    for r in master.registry.all() {
+        if r.send(MasterMsg::Notice {
+            text: b.text.clone(),
+        }) {
+            sent += 1;
+        }
+    }
+    data(
+        StatusCode::OK,
+        json!({"rooms": sent, "message": "Broadcast sent"}),
+    )
+}
+
+async fn broadcast_one(
+    State(master): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let b: TextBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_text(&b.text) {
+        return r;
+    }
+    match master.registry.get(&name) {
+        Some(r) if r.send(MasterMsg::Notice { text: b.text }) => data(
+            StatusCode::OK,
+            json!({"name": name, "message": "Broadcast sent"}),
+        ),
+        Some(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("room {name} is not linked"),
+        ),
+        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    user: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn kick(State(master): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    let b: KickBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason = b.reason.unwrap_or_else(|| "removed by an operator".into());
+    match master.registry.get(&name) {
+        Some(r)
+            if r.send(MasterMsg::Kick {
+                user: b.user.clone(),
+                reason,
+            }) =>
+        {
+            data(
+                StatusCode::OK,
+                json!({"name": name, "user": b.user, "message": "Kicked"}),
+            )
+        }
+        Some(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("room {name} is not linked"),
+        ),
+        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    #[serde(default)]
+    connections: bool,
+}
+
+async fn drain(State(master): State<Shared>, body: Bytes) -> Response {
+    let b: DrainBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainBody::default()
+    } else {
+        match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+    master.registry.set_accepting(false, b.connections);
+    tracing::info!(connections = b.connections, "draining");
+    data(
+        StatusCode::OK,
+        json!({"acceptingConnections": false, "refusingJoins": b.connections, "rooms": master.registry.len()}),
+    )
+}
+
+async fn resume(State(master): State<Shared>) -> Response {
+    master.registry.set_accepting(true, false);
+    tracing::info!("accepting rooms again");
+    data(StatusCode::OK, json!({"acceptingConnections": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevel {
+    filter: String,
+}
+
+async fn log_level(State(master): State<Shared>, body: Bytes) -> Response {
+    let b: LogLevel = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match master.log.set(&b.filter) {
+        Ok(()) => data(StatusCode::OK, json!({"filter": master.log.current()})),
+        Err(e) => message(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn get_log_level(State(master): State<Shared>) -> Response {
+    data(StatusCode::OK, json!({"filter": master.log.current()}))
+}

@@ -1,0 +1,164 @@
+//! The master's local socket: workers connect here, say hello, pull their
+//! snapshot and then exchange heartbeats, stats and orders. A frame that does
+//! not decode closes that one connection, with a log line, and nothing else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_shared::framing::{FrameReader, FrameWriter};
+use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use tokio::sync::mpsc;
+
+use crate::registry::{RoomEntry, RoomState};
+use crate::state::Shared;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// Binds the socket (a stale file from a dead master is replaced: the run
+/// directory lock proves no live master owns it).
+pub fn bind(master: &Shared) -> std::io::Result<Listener> {
+    let _ = std::fs::remove_file(&master.socket);
+    let name = master.socket.as_path().to_fs_name::<GenericFilePath>()?;
+    ListenerOptions::new().name(name).create_tokio()
+}
+
+/// Accepts workers until shutdown.
+pub async fn serve(master: Shared, listener: Listener) {
+    loop {
+        let conn = tokio::select! {
+            _ = master.shutdown.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok(stream) => {
+                let m = master.clone();
+                tokio::spawn(async move { session(m, stream).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IPC accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn session(master: Shared, stream: Stream) {
+    let (r, w) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.recv_hello()).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad IPC hello; closing that connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("IPC peer sent no hello in time; closing that connection");
+            return;
+        }
+    };
+    let Some(entry) = find_room(&master, &hello) else {
+        tracing::warn!(room = %hello.room, pid = hello.pid, "unknown room worker refused");
+        let _ = writer
+            .send(&HelloReply::Refused {
+                reason: "this master does not know the room".into(),
+            })
+            .await;
+        return;
+    };
+    let snapshot = master.registry.snapshot(&entry);
+    if let Err(e) = writer.send(&HelloReply::Accepted(Box::new(snapshot))).await {
+        tracing::warn!(room = %entry.name, error = %e, "cannot answer the hello");
+        return;
+    }
+    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    entry.attach(id, tx);
+    let room = entry.name.clone();
+    let pid = hello.pid;
+    tracing::debug!(%room, pid, "worker linked");
+    let every = master.registry.ipc_heartbeat();
+    let mut beat = tokio::time::interval(every);
+    let mut nonce = 0u64;
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if last_heard.elapsed() > every * 4 {
+                    tracing::warn!(%room, pid, "room worker stopped answering heartbeats");
+                    break;
+                }
+                nonce += 1;
+                if writer.send(&MasterMsg::Ping { nonce }).await.is_err() { break; }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                if let Err(e) = writer.send(&out).await {
+                    tracing::warn!(%room, pid, error = %e, "IPC write failed");
+                    break;
+                }
+            }
+            msg = reader.recv::<WorkerMsg>() => {
+                match msg {
+                    Ok(Some(m)) => { last_heard = tokio::time::Instant::now(); on_message(&entry, m); }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%room, pid, error = %e, "bad IPC frame; closing that connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    entry.detach(id);
+    tracing::debug!(%room, pid, "worker link closed");
+}
+
+/// The room a hello belongs to: the one being started for it, or a running
+/// worker from before a master restart (adopted).
+fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
+    if let Some(e) = master.registry.get(&hello.room) {
+        let pid = e.pid();
+        if pid == 0 || pid == hello.pid {
+            e.pid.store(hello.pid, Ordering::Release);
+            return Some(e);
+        }
+        return None;
+    }
+    if !hello.listening {
+        return None;
+    }
+    let e = master.registry.adopt(&hello.room, hello.port, hello.pid)?;
+    tracing::info!(room = %hello.room, pid = hello.pid, port = hello.port, "adopted a running room");
+    let m = master.clone();
+    let watched = e.clone();
+    tokio::spawn(async move { crate::supervisor::watch_adopted(m, watched).await });
+    Some(e)
+}
+
+fn on_message(entry: &RoomEntry, msg: WorkerMsg) {
+    match msg {
+        WorkerMsg::Listening { port } => {
+            tracing::info!(room = %entry.name, port, pid = entry.pid(), "room ready");
+            if entry.state() == RoomState::Starting {
+                entry.set_state(RoomState::Ready);
+            }
+        }
+        WorkerMsg::BindFailed { port, reason } => {
+            tracing::warn!(room = %entry.name, port, %reason, "room could not bind its port");
+            entry.bind_failed.store(true, Ordering::Release);
+        }
+        WorkerMsg::Pong { .. } => {}
+        WorkerMsg::Stats(s) => entry.set_stats(s),
+        WorkerMsg::Ended { reason } => {
+            tracing::info!(room = %entry.name, %reason, "room ended by itself");
+            entry.set_state(RoomState::Closing);
+        }
+    }
+}
