@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Close codes a room uses (besides the standard 1000, 1001, 1008, 1009, 1011).
+/// Close codes a room uses.
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
@@ -46,6 +46,8 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const MUTED: &str = "muted";
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    /// A frame the server could not serialize (a bug; never expected).
+    pub const INTERNAL: &str = "internal";
 }
 
 /// Roles of a member.
@@ -149,6 +151,9 @@ pub enum ServerMsg {
         seq: u64,
         epoch: u64,
         resumed: bool,
+        /// On a resume: messages at or before `since` deleted while away.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deleted: Vec<u64>,
     },
     Joined {
         user: Member,

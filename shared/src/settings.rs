@@ -54,7 +54,8 @@ pub const MAX_MEMBERS_LIMIT: u32 = 1_000_000;
 pub const MAX_HISTORY_SIZE: u32 = 1000;
 pub const MAX_TIME_LIMIT_SECS: u64 = 7 * 24 * 3600;
 pub const MAX_SLOW_MODE_MS: u64 = 3_600_000;
-pub const MAX_TEXT_LEN_LIMIT: u32 = 65_536;
+/// 8000 characters of up to 4 bytes, JSON-escaped, fit the default 64 KiB frame.
+pub const MAX_TEXT_LEN_LIMIT: u32 = 8000;
 
 /// Why settings were refused.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -166,38 +166,36 @@ impl Room {
         if !self.check_text(conn, &text) || !self.user_allows(conn) {
             return;
         }
-        let now = Instant::now();
-        let slow = Duration::from_millis(self.settings.slow_mode_ms);
-        let Some(user) = self.users.get_mut(&conn.user_id) else {
-            return;
-        };
-        if let Some(until) = user.muted_until {
-            if until > now {
-                let left = until - now;
-                return self.error(
-                    conn,
-                    code::MUTED,
-                    format!("you are muted for {} more seconds", left.as_secs().max(1)),
-                    Some(millis(left)),
-                );
-            }
-            user.muted_until = None;
-        }
-        if !slow.is_zero()
-            && !user.role.moderates()
-            && let Some(last) = user.last_say
-            && now < last + slow
-        {
-            let wait = last + slow - now;
+        if let Some(left) = self.muted_for(&conn.user_id) {
             return self.error(
                 conn,
-                code::RATE_LIMITED,
-                "slow mode is on",
-                Some(millis(wait)),
+                code::MUTED,
+                format!("you are muted for {} more seconds", left.as_secs().max(1)),
+                Some(millis(left)),
             );
         }
-        user.last_say = Some(now);
+        let now = Instant::now();
+        let slow = Duration::from_millis(self.settings.slow_mode_ms);
+        let Some(user) = self.users.get(&conn.user_id) else {
+            return;
+        };
         let from = user.user_ref();
+        if !slow.is_zero() && !user.role.moderates() {
+            if let Some(&last) = self.last_say.get(&conn.user_id)
+                && now < last + slow
+            {
+                let wait = last + slow - now;
+                return self.error(
+                    conn,
+                    code::RATE_LIMITED,
+                    "slow mode is on",
+                    Some(millis(wait)),
+                );
+            }
+            // Forget users whose window has passed, so the map stays small.
+            self.last_say.retain(|_, t| now < *t + slow);
+            self.last_say.insert(conn.user_id.clone(), now);
+        }
         let msg = self.append(from, text);
         let seq = msg.seq;
         let bytes = encode(&ServerMsg::Message(msg));
@@ -210,6 +208,9 @@ impl Room {
         if !self.check_text(conn, &text) || !self.user_allows(conn) {
             return;
         }
+        if self.muted_for(&conn.user_id).is_some() {
+            return self.error(conn, code::MUTED, "you are muted", None);
+        }
         let (Some(from), Some(target)) = (self.users.get(&conn.user_id), self.users.get(to)) else {
             return self.error(
                 conn,
@@ -218,9 +219,6 @@ impl Room {
                 None,
             );
         };
-        if from.muted_until.is_some_and(|u| u > Instant::now()) {
-            return self.error(conn, code::MUTED, "you are muted", None);
-        }
         let bytes = encode(&ServerMsg::Whisper {
             from: from.user_ref(),
             to: target.user_ref(),
@@ -305,21 +303,19 @@ impl Room {
     }
 
     fn mute(&mut self, conn: &Conn, target: &str, secs: u64) {
-        if secs == 0 || secs > MAX_MUTE_SECS {
-            return self.error(
-                conn,
-                code::BAD_REQUEST,
-                format!("secs must be between 1 and {MAX_MUTE_SECS}"),
-                None,
-            );
-        }
         let by = self.users.get(&conn.user_id).map(|u| u.user_ref());
         self.moderate(conn, target, |room, target, _| {
-            let Some(u) = room.users.get_mut(target) else {
+            if secs == 0 || secs > MAX_MUTE_SECS {
+                let msg = format!("secs must be between 1 and {MAX_MUTE_SECS}");
+                return room.error(conn, code::BAD_REQUEST, msg, None);
+            }
+            let Some(user) = room.users.get(target).map(|u| u.user_ref()) else {
                 return;
             };
-            u.muted_until = Some(Instant::now() + Duration::from_secs(secs));
-            let user = u.user_ref();
+            room.mutes.insert(
+                target.to_owned(),
+                Instant::now() + Duration::from_secs(secs),
+            );
             if let Some(by) = by {
                 let bytes = encode(&ServerMsg::Muted { user, secs, by });
                 room.broadcast(&bytes, None, None);

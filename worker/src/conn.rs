@@ -55,6 +55,8 @@ pub async fn serve(
             tracing::debug!(room = %worker.name, user = %conn.user_id, conn = conn.id, "joined");
             read_loop(stream, &worker, &conn).await;
             worker.room().leave(&conn);
+            // The client went away (or was closed): stop the writer too.
+            conn.out.cancel.cancel();
             tracing::debug!(room = %worker.name, user = %conn.user_id, conn = conn.id, "left");
         }
     }
@@ -98,7 +100,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
     }
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
+pub fn is_too_big(e: &axum::Error) -> bool {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
@@ -143,17 +145,19 @@ pub async fn write_loop(
             break;
         }
     }
-    if let Some((code, reason)) = out.close_frame() {
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        }));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+    let close = out.close_frame();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some((code, reason)) = close {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            }));
             sink.send(frame).await?;
-            sink.close().await
-        })
-        .await;
-    }
+        }
+        // Also flushes the reply to a close the client started.
+        sink.close().await
+    })
+    .await;
     out.cancel.cancel();
 }
 

@@ -140,7 +140,11 @@ fn verify_token(policy: &Policy<'_>, token: &str) -> Result<Identity, Refusal> {
     if role == Role::Guest {
         return Err(Refusal::new(close::UNAUTHORIZED, "invalid token role"));
     }
-    let name = clean_name(c.name.as_deref().unwrap_or(&c.sub))?;
+    let name = match c.name.as_deref() {
+        Some(n) => clean_name(n)?,
+        // Without a name claim the subject is shown, cut to the name limit.
+        None => clean_name(&c.sub.chars().take(MAX_NAME_LEN).collect::<String>())?,
+    };
     Ok(Identity {
         id: c.sub,
         name,

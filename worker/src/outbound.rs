@@ -68,6 +68,11 @@ impl Outbound {
         true
     }
 
+    /// Bytes this connection may have queued.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Queues a WebSocket ping.
     pub fn ping(&self) {
         let _ = self.tx.send(Frame::Ping);
@@ -89,7 +94,7 @@ impl Outbound {
     pub fn close(&self, code: u16, reason: &str) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             if let Ok(mut slot) = self.close_frame.lock() {
-                *slot = Some((code, reason.to_owned()));
+                *slot = Some((code, close_reason(reason)));
             }
             self.cancel.cancel();
         }
@@ -100,7 +105,7 @@ impl Outbound {
     pub fn close_after_queue(&self, code: u16, reason: &str) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             if let Ok(mut slot) = self.close_frame.lock() {
-                *slot = Some((code, reason.to_owned()));
+                *slot = Some((code, close_reason(reason)));
             }
             // The writer drains what is queued, then sends the close frame.
             let _ = self.tx.send(Frame::Wake);
@@ -115,6 +120,21 @@ impl Outbound {
     pub fn close_frame(&self) -> Option<(u16, String)> {
         self.close_frame.lock().ok().and_then(|g| g.clone())
     }
+}
+
+/// Longest close reason a WebSocket close frame can carry, in bytes.
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// Cuts a close reason to what a close frame can carry, on a char boundary.
+pub fn close_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 #[cfg(test)]
@@ -136,5 +156,12 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Frame::Text(_))));
         out.written(6);
         assert_eq!(out.queued(), 0);
+    }
+
+    #[test]
+    fn long_reasons_are_cut() {
+        let r = close_reason(&"é".repeat(100));
+        assert!(r.len() <= MAX_CLOSE_REASON);
+        assert_eq!(close_reason("short"), "short");
     }
 }

@@ -39,8 +39,6 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub conns: Vec<Arc<Conn>>,
-    pub muted_until: Option<Instant>,
-    pub last_say: Option<Instant>,
     pub last_typing: Option<Instant>,
     pub bucket: Bucket,
 }
@@ -81,6 +79,10 @@ pub struct Room {
     pub users: HashMap<String, User>,
     /// Users banned from this room, with the reason.
     pub bans: HashMap<String, String>,
+    /// Muted users and until when; kept across their reconnects.
+    pub mutes: HashMap<String, Instant>,
+    /// Time of each user's last `say`, for slow mode; kept across reconnects.
+    pub last_say: HashMap<String, Instant>,
     pub closing: bool,
     next_conn: u64,
     pub messages_in: u64,
@@ -119,6 +121,8 @@ impl Room {
             history: VecDeque::new(),
             users: HashMap::new(),
             bans: HashMap::new(),
+            mutes: HashMap::new(),
+            last_say: HashMap::new(),
             closing: false,
             next_conn: 0,
             messages_in: 0,
@@ -229,8 +233,6 @@ impl Room {
             name: who.name.clone(),
             role: who.role,
             conns: Vec::new(),
-            muted_until: None,
-            last_say: None,
             last_typing: None,
             bucket: Bucket::user(),
         });
@@ -240,13 +242,27 @@ impl Room {
         user.conns.push(conn.clone());
         let me = user.member();
 
-        let (resumed, replay) = self.replay_after(resume);
-        let history = if resume.is_some() && resumed {
+        let (mut resumed, mut replay) = self.replay_after(resume);
+        let replay_bytes: usize = replay.iter().map(|m| m.text.len() + 128).sum();
+        if replay_bytes > conn.out.limit() / 2 {
+            // Too much to replay at once: the client reloads history instead.
+            (resumed, replay) = (false, Vec::new());
+        }
+        let history = if resumed {
             Vec::new()
         } else {
             let n = self.settings.history_size as usize;
             let skip = self.history.len().saturating_sub(n);
             self.history.iter().skip(skip).cloned().collect()
+        };
+        let deleted = match resume {
+            Some(r) if resumed => self
+                .history
+                .iter()
+                .filter(|m| m.deleted && m.seq <= r.since)
+                .map(|m| m.seq)
+                .collect(),
+            _ => Vec::new(),
         };
         let welcome = encode(&ServerMsg::Welcome {
             room: self.name.clone(),
@@ -256,6 +272,7 @@ impl Room {
             seq: self.seq,
             epoch: self.epoch,
             resumed,
+            deleted,
         });
         self.send_to(&conn, &welcome);
         for m in replay {
@@ -267,6 +284,19 @@ impl Room {
             self.broadcast(&joined, None, Some(&conn.user_id));
         }
         Ok(conn)
+    }
+
+    /// Remaining mute of a user, if any (expired mutes are forgotten).
+    pub fn muted_for(&mut self, user_id: &str) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        match self.mutes.get(user_id) {
+            Some(&until) if until > now => Some(until - now),
+            Some(_) => {
+                self.mutes.remove(user_id);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Whether a resume can be served, and the messages to replay.
@@ -349,6 +379,9 @@ impl Room {
             for c in &u.conns {
                 c.out.close_after_queue(close::GOING_AWAY, reason);
             }
+        }
+        for out in self.plain.values() {
+            out.close_after_queue(close::GOING_AWAY, reason);
         }
     }
 

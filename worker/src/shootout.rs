@@ -62,7 +62,16 @@ pub async fn serve(socket: WebSocket, worker: Arc<Worker>) {
             _ = out.cancel.cancelled() => break,
             n = stream.next() => n,
         };
-        let Some(Ok(msg)) = next else { break };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                if crate::conn::is_too_big(&e) {
+                    out.close(chat_shared::protocol::close::TOO_BIG, "message too big");
+                }
+                break;
+            }
+            None => break,
+        };
         let Message::Text(text) = msg else {
             if matches!(msg, Message::Close(_)) {
                 break;
@@ -82,6 +91,7 @@ pub async fn serve(socket: WebSocket, worker: Arc<Worker>) {
         }
     }
     worker.room().remove_plain(id);
+    out.cancel.cancel();
     let _ = writer.await;
 }
 
