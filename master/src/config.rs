@@ -66,6 +66,13 @@ pub struct Config {
     /// Public name of this host for load balancers, e.g. `http://10.0.0.5`.
     #[arg(long, env = "HOST")]
     pub host: Option<String>,
+    /// Crashes of one room tolerated within `--restart-window`; one more and
+    /// the room is marked failed.
+    #[arg(long, default_value_t = 5)]
+    pub max_restarts: u32,
+    /// Window of the restart budget.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub restart_window: Duration,
     /// Load balancers, comma-separated base URLs.
     #[arg(long, env = "LOADBALANCERS", value_delimiter = ',')]
     pub load_balancers: Vec<String>,

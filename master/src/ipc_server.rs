@@ -91,7 +91,9 @@ async fn session(master: Shared, stream: Stream) {
         tokio::select! {
             _ = beat.tick() => {
                 if last_heard.elapsed() > every * 4 {
-                    tracing::warn!(%room, pid, "room worker stopped answering heartbeats");
+                    tracing::warn!(%room, pid, "room worker stopped answering heartbeats; terminating it");
+                    master.metrics.ipc_error();
+                    crate::supervisor::terminate(pid, every * 2);
                     break;
                 }
                 nonce += 1;
@@ -106,10 +108,11 @@ async fn session(master: Shared, stream: Stream) {
             }
             msg = reader.recv::<WorkerMsg>() => {
                 match msg {
-                    Ok(Some(m)) => { last_heard = tokio::time::Instant::now(); on_message(&entry, m); }
+                    Ok(Some(m)) => { last_heard = tokio::time::Instant::now(); on_message(&master, &entry, m); }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(%room, pid, error = %e, "bad IPC frame; closing that connection");
+                        master.metrics.ipc_error();
                         break;
                     }
                 }
@@ -136,16 +139,15 @@ fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
     }
     let e = master.registry.adopt(&hello.room, hello.port, hello.pid)?;
     tracing::info!(room = %hello.room, pid = hello.pid, port = hello.port, "adopted a running room");
-    let m = master.clone();
-    let watched = e.clone();
-    tokio::spawn(async move { crate::supervisor::watch_adopted(m, watched).await });
+    crate::supervisor::start(master, e.clone(), Some(hello.pid));
     Some(e)
 }
 
-fn on_message(entry: &RoomEntry, msg: WorkerMsg) {
+fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
     match msg {
         WorkerMsg::Listening { port } => {
             tracing::info!(room = %entry.name, port, pid = entry.pid(), "room ready");
+            entry.ever_ready.store(true, std::sync::atomic::Ordering::Release);
             if entry.state() == RoomState::Starting {
                 entry.set_state(RoomState::Ready);
             }
@@ -155,7 +157,17 @@ fn on_message(entry: &RoomEntry, msg: WorkerMsg) {
             entry.bind_failed.store(true, Ordering::Release);
         }
         WorkerMsg::Pong { .. } => {}
-        WorkerMsg::Stats(s) => entry.set_stats(s),
+        WorkerMsg::Stats(s) => {
+            let old = entry.stats();
+            // A restarted worker counts from zero again.
+            let (din, dout) = if s.messages_in >= old.messages_in && s.messages_out >= old.messages_out {
+                (s.messages_in - old.messages_in, s.messages_out - old.messages_out)
+            } else {
+                (s.messages_in, s.messages_out)
+            };
+            master.metrics.messages(din, dout);
+            entry.set_stats(s);
+        }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");
             entry.set_state(RoomState::Closing);

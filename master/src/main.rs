@@ -11,6 +11,7 @@ mod ipc_server;
 mod keys;
 mod load;
 mod logging;
+mod metrics;
 mod registry;
 mod rundir;
 mod state;
@@ -103,6 +104,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         supervisors: TaskTracker::new(),
         log,
+        metrics: metrics::Metrics::install().map_err(anyhow::Error::msg)?,
         cfg,
     });
 

@@ -48,8 +48,11 @@ pub struct RoomEntry {
     pub state: watch::Sender<RoomState>,
     /// Whether the worker reported that it could not bind its port.
     pub bind_failed: AtomicBool,
-    /// Whether this master spawned the worker (else it adopted it).
-    pub adopted: AtomicBool,
+    /// Whether the worker ever reported it listens (a worker that dies
+    /// before that is a failed start, not a crash to restart).
+    pub ever_ready: AtomicBool,
+    /// Restarts after crashes.
+    pub restarts: AtomicU32,
     link: Mutex<Option<(u64, mpsc::UnboundedSender<MasterMsg>)>>,
     stats: Mutex<RoomStats>,
 }
@@ -61,6 +64,9 @@ pub struct RoomInfo {
     pub port: u16,
     pub pid: u32,
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub restarts: u32,
     pub members: u32,
     pub connections: u32,
     pub messages_in: u64,
@@ -68,6 +74,8 @@ pub struct RoomInfo {
     pub epoch: u64,
     pub seq: u64,
     pub uptime_secs: u64,
+    /// Resident memory of the worker process, bytes.
+    pub rss_bytes: u64,
     pub created: String,
     pub settings: RoomSettings,
 }
@@ -87,10 +95,16 @@ impl RoomEntry {
             pid: AtomicU32::new(0),
             state: watch::channel(RoomState::Starting).0,
             bind_failed: AtomicBool::new(false),
-            adopted: AtomicBool::new(false),
+            ever_ready: AtomicBool::new(false),
+            restarts: AtomicU32::new(0),
             link: Mutex::new(None),
             stats: Mutex::new(RoomStats::default()),
         }
+    }
+
+    /// Whether the room occupies its port (every state but failed).
+    pub fn holds_port(&self) -> bool {
+        !matches!(self.state(), RoomState::Failed(_))
     }
 
     pub fn port(&self) -> u16 {
@@ -144,6 +158,11 @@ impl RoomEntry {
             port: self.port(),
             pid: self.pid(),
             status: self.state().label(),
+            error: match self.state() {
+                RoomState::Failed(e) => Some(e),
+                _ => None,
+            },
+            restarts: self.restarts.load(Ordering::Acquire),
             members: s.members,
             connections: s.connections,
             messages_in: s.messages_in,
@@ -151,6 +170,7 @@ impl RoomEntry {
             epoch: s.epoch,
             seq: s.seq,
             uptime_secs: self.started.elapsed().as_secs(),
+            rss_bytes: if self.holds_port() { crate::metrics::pid_usage(self.pid()).1 } else { 0 },
             created: chrono::DateTime::from_timestamp_millis(
                 i64::try_from(self.created_unix_ms).unwrap_or(0),
             )
@@ -245,8 +265,9 @@ impl Registry {
         v
     }
 
+    /// Rooms that hold a port (failed rooms excluded).
     pub fn len(&self) -> usize {
-        lock(&self.rooms).len()
+        lock(&self.rooms).values().filter(|e| e.holds_port()).count()
     }
 
     /// Finds the room or reserves a new entry for it: `(entry, fresh)`.
@@ -256,10 +277,13 @@ impl Registry {
         settings: RoomSettings,
     ) -> Result<(Arc<RoomEntry>, bool), Refused> {
         let mut rooms = lock(&self.rooms);
-        if let Some(e) = rooms.get(name) {
+        if let Some(e) = rooms.get(name)
+            && !matches!(e.state(), RoomState::Failed(_))
+        {
             return Ok((e.clone(), false));
         }
-        if !self.accepting() || rooms.len() >= self.capacity {
+        let live = rooms.values().filter(|e| e.holds_port()).count();
+        if !self.accepting() || live >= self.capacity {
             return Err(Refused::NoCapacity);
         }
         let port = self.free_port(&rooms).ok_or(Refused::NoCapacity)?;
@@ -274,7 +298,7 @@ impl Registry {
         if rooms.contains_key(name) || !(self.first_port..=self.last_port).contains(&port) {
             return None;
         }
-        if rooms.values().any(|e| e.port() == port) {
+        if rooms.values().any(|e| e.holds_port() && e.port() == port) {
             return None;
         }
         let entry = Arc::new(RoomEntry::new(
@@ -284,7 +308,7 @@ impl Registry {
             now_ms(),
         ));
         entry.pid.store(pid, Ordering::Release);
-        entry.adopted.store(true, Ordering::Release);
+        entry.ever_ready.store(true, Ordering::Release);
         entry.set_state(RoomState::Ready);
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
@@ -300,7 +324,7 @@ impl Registry {
     }
 
     fn free_port(&self, rooms: &HashMap<String, Arc<RoomEntry>>) -> Option<u16> {
-        let used: HashSet<u16> = rooms.values().map(|e| e.port()).collect();
+        let used: HashSet<u16> = rooms.values().filter(|e| e.holds_port()).map(|e| e.port()).collect();
         let bad = lock(&self.bad_ports);
         let pick =
             (self.first_port..=self.last_port).find(|p| !used.contains(p) && !bad.contains(p));
@@ -313,6 +337,12 @@ impl Registry {
                 (self.first_port..=self.last_port).find(|p| !used.contains(p))
             }
         }
+    }
+
+    /// A failed room stays listed, but its port is free again.
+    pub fn release(&self, entry: &Arc<RoomEntry>) {
+        let _rooms = lock(&self.rooms);
+        entry.port.store(0, Ordering::Release);
     }
 
     /// Removes a room, if the entry is still the one registered.

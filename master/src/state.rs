@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::logging::LogControl;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// The master.
@@ -27,6 +28,7 @@ pub struct Master {
     /// Room supervisors (one task per worker process).
     pub supervisors: TaskTracker,
     pub log: LogControl,
+    pub metrics: Metrics,
 }
 
 pub type Shared = Arc<Master>;

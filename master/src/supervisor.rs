@@ -1,14 +1,21 @@
-//! Spawning and watching room workers: one supervisor task per room owns its
-//! child process, reaps it when it exits and removes the room.
+//! Spawning and supervising room workers. One supervisor task per room owns
+//! its worker from spawn to the end: it reaps the process when it exits,
+//! restarts it on the same port when it crashed (within a restart budget, as
+//! an Erlang/OTP supervisor does), and removes the room when it ended on
+//! purpose. Workers adopted after a master restart are not our children; they
+//! are watched by pid until they exit, then restarted as children.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_shared::ipc::MasterMsg;
 use chat_shared::settings::RoomSettings;
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
@@ -19,6 +26,10 @@ use crate::state::Shared;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Ports tried before a create gives up.
 const BIND_ATTEMPTS: usize = 8;
+/// How often an adopted worker's pid is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+/// Longest pause before a restart.
+const MAX_RESTART_DELAY: Duration = Duration::from_millis(500);
 
 /// The outcome of a create.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,11 +47,7 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
         Err(Refused::NoCapacity) => return Created::NoCapacity,
     };
     if fresh {
-        let m = master.clone();
-        let e = entry.clone();
-        master
-            .supervisors
-            .spawn(async move { supervise(m, e).await });
+        start(master, entry.clone(), None);
     }
     match entry.wait_started(START_TIMEOUT).await {
         RoomState::Ready if fresh => Created::New(entry.port()),
@@ -48,10 +55,15 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
         RoomState::Starting => Created::Failed("the room did not start in time".into()),
         RoomState::Failed(e) => Created::Failed(e),
         RoomState::Closing | RoomState::Closed if !fresh => Created::Exists(entry.port()),
-        RoomState::Closing | RoomState::Closed => {
-            Created::Failed("the room closed while starting".into())
-        }
+        RoomState::Closing | RoomState::Closed => Created::Failed("the room closed while starting".into()),
     }
+}
+
+/// Starts the supervisor of a room; `adopted` is the pid of a running
+/// worker this master did not spawn.
+pub fn start(master: &Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
+    let m = master.clone();
+    master.supervisors.spawn(async move { supervise(m, entry, adopted).await });
 }
 
 fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
@@ -73,58 +85,164 @@ fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
         .env_remove("MONGODB_URI")
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C meant for the master does not hit
-        // rooms directly; the master shuts them down in order.
+        // rooms directly; the master shuts them down in order. No parent-death
+        // signal either: rooms outlive a master that dies.
         .process_group(0)
         .kill_on_drop(false);
     cmd.spawn()
 }
 
-/// Owns one room's worker from spawn to exit.
-async fn supervise(master: Shared, entry: Arc<RoomEntry>) {
-    let room = entry.name.clone();
-    for attempt in 1..=BIND_ATTEMPTS {
-        let mut child = match spawn_worker(&master, &entry) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
-                entry.set_state(RoomState::Failed(format!(
-                    "cannot spawn the room worker: {e}"
-                )));
-                master.registry.remove(&entry);
-                return;
-            }
+/// A worker process being supervised.
+enum Proc {
+    Child(Child),
+    Adopted(u32),
+}
+
+/// How a worker ended.
+struct Exit {
+    success: bool,
+    what: String,
+}
+
+async fn wait_exit(proc: &mut Proc) -> Exit {
+    match proc {
+        Proc::Child(child) => match child.wait().await {
+            Ok(s) => Exit {
+                success: s.success(),
+                what: s.to_string(),
+            },
+            Err(e) => Exit {
+                success: false,
+                what: format!("cannot wait: {e}"),
+            },
+        },
+        Proc::Adopted(pid) => wait_adopted(*pid).await,
+    }
+}
+
+/// Waits for a process that may or may not be our child: reaps it when it is
+/// (after a re-exec the workers stay our children), polls its pid otherwise.
+async fn wait_adopted(pid: u32) -> Exit {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Exit {
+            success: false,
+            what: "bad pid".into(),
         };
-        let pid = child.id().unwrap_or(0);
-        entry.pid.store(pid, Ordering::Release);
-        tracing::info!(%room, pid, port = entry.port(), attempt, "room worker spawned");
-        let status = child.wait().await;
-        let was = entry.state();
-        let code = status.as_ref().ok().and_then(|s| s.code());
-        if was == RoomState::Starting && entry.bind_failed.swap(false, Ordering::AcqRel) {
+    };
+    loop {
+        match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Exit {
+                    success: code == 0,
+                    what: format!("exit status: {code}"),
+                };
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Exit {
+                    success: false,
+                    what: format!("signal: {sig}"),
+                };
+            }
+            Err(Errno::ECHILD) if !alive(pid) => {
+                return Exit {
+                    success: false,
+                    what: "gone (not our child; status unknown)".into(),
+                };
+            }
+            _ => {}
+        }
+        tokio::time::sleep(ADOPTED_POLL).await;
+    }
+}
+
+/// Owns one room's worker until the room ends or fails.
+async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
+    let room = entry.name.clone();
+    let budget = master.cfg.max_restarts;
+    let window = master.cfg.restart_window;
+    let mut crashes: VecDeque<Instant> = VecDeque::new();
+    let mut bind_attempts = 0;
+    let mut next = adopted.map(Proc::Adopted);
+    loop {
+        let mut proc = match next.take() {
+            Some(p) => p,
+            None => match spawn_worker(&master, &entry) {
+                Ok(c) => {
+                    let pid = c.id().unwrap_or(0);
+                    entry.pid.store(pid, Ordering::Release);
+                    tracing::info!(%room, pid, port = entry.port(), "room worker spawned");
+                    master.metrics.worker_started();
+                    Proc::Child(c)
+                }
+                Err(e) => {
+                    tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
+                    return fail(&master, &entry, format!("cannot spawn the room worker: {e}"));
+                }
+            },
+        };
+        let pid = entry.pid();
+        let exit = wait_exit(&mut proc).await;
+        let state = entry.state();
+        // Asked to stop, or ended by itself (a clean exit): the room is over.
+        if matches!(state, RoomState::Closing | RoomState::Closed)
+            || master.shutdown.is_cancelled()
+            || (exit.success && state != RoomState::Starting)
+        {
+            tracing::info!(%room, pid, status = %exit.what, "room worker exited");
+            entry.set_state(RoomState::Closed);
+            master.registry.remove(&entry);
+            return;
+        }
+        if state == RoomState::Starting && entry.bind_failed.swap(false, Ordering::AcqRel) {
+            bind_attempts += 1;
             match master.registry.repick_port(&entry) {
-                Some(port) => {
+                Some(port) if bind_attempts < BIND_ATTEMPTS => {
                     tracing::warn!(%room, port, "port was taken; retrying on another");
                     continue;
                 }
-                None => break,
+                _ => return fail(&master, &entry, "no free port could be bound".into()),
             }
         }
-        match &status {
-            Ok(s) if s.success() => tracing::info!(%room, pid, "room worker exited"),
-            Ok(s) => tracing::warn!(%room, pid, status = %s, "room worker exited abnormally"),
-            Err(e) => tracing::error!(%room, pid, error = %e, "cannot wait for the room worker"),
+        if !entry.ever_ready.load(Ordering::Acquire) {
+            return fail(&master, &entry, format!("the room worker exited while starting ({})", exit.what));
         }
-        let end = if was == RoomState::Starting {
-            RoomState::Failed(format!("the room worker exited while starting ({code:?})"))
-        } else {
-            RoomState::Closed
-        };
-        entry.set_state(end);
-        master.registry.remove(&entry);
-        return;
+        // A crash (or an exit nobody asked for): restart within the budget.
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes.front().is_some_and(|t| now.duration_since(*t) > window) {
+            crashes.pop_front();
+        }
+        master.metrics.worker_crashed();
+        if crashes.len() > budget as usize {
+            tracing::error!(%room, pid, status = %exit.what, crashes = crashes.len(), "room crashed too often; giving up");
+            return fail(
+                &master,
+                &entry,
+                format!("crashed {} times in {}s; restart budget exhausted", crashes.len(), window.as_secs()),
+            );
+        }
+        let restarts = entry.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+        master.metrics.worker_restarted();
+        tracing::warn!(%room, pid, status = %exit.what, restarts, "room worker died; restarting it on the same port");
+        entry.set_state(RoomState::Starting);
+        let delay = Duration::from_millis(25 << crashes.len().min(5)).min(MAX_RESTART_DELAY);
+        tokio::select! {
+            _ = master.shutdown.cancelled() => {
+                entry.set_state(RoomState::Closed);
+                master.registry.remove(&entry);
+                return;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
     }
-    entry.set_state(RoomState::Failed("no free port could be bound".into()));
-    master.registry.remove(&entry);
+}
+
+/// Marks a room failed: it stays listed (status `failed`, with the reason)
+/// but its port is free again.
+fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String) {
+    tracing::error!(room = %entry.name, %reason, "room failed");
+    entry.set_state(RoomState::Failed(reason));
+    master.registry.release(entry);
 }
 
 /// Asks a room to shut down: over IPC when linked, else with SIGTERM.
@@ -137,7 +255,19 @@ pub fn shutdown_room(entry: &RoomEntry, reason: &str) {
     }
 }
 
-/// Sends a signal to a worker pid (never to pid 0 or our own group).
+/// Terminates a hung worker: SIGTERM, then SIGKILL after `grace`. Its
+/// supervisor restarts it.
+pub fn terminate(pid: u32, grace: Duration) {
+    signal(pid, Signal::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if alive(pid) {
+            signal(pid, Signal::SIGKILL);
+        }
+    });
+}
+
+/// Sends a signal to a worker pid (never to pid 0 or a group).
 pub fn signal(pid: u32, sig: Signal) {
     if let Ok(p) = i32::try_from(pid)
         && p > 0
@@ -151,37 +281,18 @@ pub fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|p| p > 0 && kill(Pid::from_raw(p), None).is_ok())
 }
 
-/// Watches an adopted worker (not our child: it cannot be waited for) until
-/// its pid is gone, then removes its room.
-pub async fn watch_adopted(master: Shared, entry: Arc<RoomEntry>) {
-    let pid = entry.pid();
-    while alive(pid) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    tracing::info!(room = %entry.name, pid, "adopted room worker exited");
-    entry.set_state(RoomState::Closed);
-    master.registry.remove(&entry);
-}
-
 /// Shuts every room down: ask, wait up to the grace period, then kill.
 pub async fn shutdown_all(master: &Shared) {
     master.registry.set_accepting(false, true);
     let rooms = master.registry.all();
     for r in &rooms {
-        shutdown_room(r, "server shutting down");
+        if matches!(r.state(), RoomState::Ready | RoomState::Starting) {
+            shutdown_room(r, "server shutting down");
+        }
     }
     master.supervisors.close();
     let grace = master.cfg.shutdown_grace;
-    let all_gone = async {
-        master.supervisors.wait().await;
-        while rooms
-            .iter()
-            .any(|r| alive(r.pid()) && r.adopted.load(Ordering::Acquire))
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(grace, all_gone).await.is_err() {
+    if tokio::time::timeout(grace, master.supervisors.wait()).await.is_err() {
         for r in &rooms {
             if alive(r.pid()) {
                 tracing::warn!(room = %r.name, pid = r.pid(), "room did not stop in time; killing it");

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use chat_shared::ipc::MasterMsg;
 use serde::Deserialize;
@@ -36,6 +36,7 @@ pub fn router(master: Shared) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(keyed)
         .fallback(not_found)
         .layer(from_fn_with_state(master.clone(), common_headers))
@@ -62,6 +63,15 @@ async fn readyz(State(master): State<Shared>) -> Response {
             json!({"status": "draining"}),
         )
     }
+}
+
+async fn metrics(State(master): State<Shared>) -> Response {
+    let body = master.metrics.render(&master);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 async fn get_load(State(master): State<Shared>) -> Response {

@@ -1,0 +1,137 @@
+//! Prometheus metrics (`GET /metrics` on the admin port). Counters are
+//! recorded where things happen; gauges are read from the registry and the
+//! process at scrape time.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::registry::RoomState;
+use crate::state::Master;
+
+/// The master's metrics.
+pub struct Metrics {
+    handle: Option<PrometheusHandle>,
+}
+
+impl Metrics {
+    /// Installs the process-wide recorder.
+    pub fn install() -> Result<Self, String> {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        describe();
+        Ok(Self {
+            handle: Some(handle),
+        })
+    }
+
+    pub fn worker_started(&self) {
+        counter!("chat_worker_starts_total").increment(1);
+    }
+
+    pub fn worker_crashed(&self) {
+        counter!("chat_worker_crashes_total").increment(1);
+    }
+
+    pub fn worker_restarted(&self) {
+        counter!("chat_worker_restarts_total").increment(1);
+    }
+
+    pub fn ipc_error(&self) {
+        counter!("chat_ipc_errors_total").increment(1);
+    }
+
+    /// Messages a room received and sent since its last report.
+    pub fn messages(&self, received: u64, sent: u64) {
+        counter!("chat_messages_in_total").increment(received);
+        counter!("chat_messages_out_total").increment(sent);
+    }
+
+    /// The text exposition, with gauges refreshed now.
+    pub fn render(&self, master: &Master) -> String {
+        let rooms = master.registry.all();
+        let mut by_state = [0u64; 5];
+        let (mut members, mut connections) = (0u64, 0u64);
+        for r in &rooms {
+            let i = match r.state() {
+                RoomState::Starting => 0,
+                RoomState::Ready => 1,
+                RoomState::Closing => 2,
+                RoomState::Closed => 3,
+                RoomState::Failed(_) => 4,
+            };
+            by_state[i] += 1;
+            let s = r.stats();
+            members += u64::from(s.members);
+            connections += u64::from(s.connections);
+        }
+        for (state, n) in ["starting", "ready", "closing", "closed", "failed"].iter().zip(by_state) {
+            gauge!("chat_rooms", "state" => *state).set(n as f64);
+        }
+        gauge!("chat_room_capacity").set(master.registry.capacity() as f64);
+        gauge!("chat_members").set(members as f64);
+        gauge!("chat_connections").set(connections as f64);
+        gauge!("chat_accepting_rooms").set(if master.registry.accepting() { 1.0 } else { 0.0 });
+        gauge!("chat_uptime_seconds").set(master.started.elapsed().as_secs_f64());
+        let (cpu, rss) = process_usage();
+        gauge!("process_cpu_seconds_total").set(cpu);
+        gauge!("process_resident_memory_bytes").set(rss as f64);
+        match &self.handle {
+            Some(h) => h.render(),
+            None => String::new(),
+        }
+    }
+}
+
+fn describe() {
+    describe_counter!("chat_worker_starts_total", "Room worker processes spawned.");
+    describe_counter!("chat_worker_crashes_total", "Room workers that died without being asked to.");
+    describe_counter!("chat_worker_restarts_total", "Room workers restarted after a crash.");
+    describe_counter!("chat_ipc_errors_total", "IPC connections closed on an error.");
+    describe_counter!("chat_messages_in_total", "Client frames received by rooms.");
+    describe_counter!("chat_messages_out_total", "Frames sent by rooms to clients.");
+    describe_gauge!("chat_rooms", "Rooms by state.");
+    describe_gauge!("chat_room_capacity", "Most rooms this host holds.");
+    describe_gauge!("chat_members", "Distinct users in rooms.");
+    describe_gauge!("chat_connections", "Client WebSocket connections.");
+    describe_gauge!("chat_accepting_rooms", "1 when rooms can be created (not draining).");
+    describe_gauge!("chat_uptime_seconds", "Seconds since the master started.");
+    describe_gauge!("process_cpu_seconds_total", "CPU time of the master process.");
+    describe_gauge!("process_resident_memory_bytes", "Resident memory of the master process.");
+}
+
+/// (CPU seconds, resident bytes) of this process, from /proc.
+pub fn process_usage() -> (f64, u64) {
+    pid_usage(std::process::id())
+}
+
+/// (CPU seconds, resident bytes) of a process, from /proc.
+pub fn pid_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat; index 11 and 12 here.
+    let hz = 100.0; // USER_HZ is 100 on Linux
+    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, rss_kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_usage() {
+        let (_cpu, rss) = process_usage();
+        assert!(rss > 0);
+    }
+}
