@@ -73,9 +73,22 @@ pub struct Config {
     /// Window of the restart budget.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub restart_window: Duration,
-    /// Load balancers, comma-separated base URLs.
+    /// Load balancers, comma-separated base URLs (http or https).
     #[arg(long, env = "LOADBALANCERS", value_delimiter = ',')]
     pub load_balancers: Vec<String>,
+    /// Key sent to the load balancers.
+    #[arg(long, env = "LOADBALANCER_KEY", hide_env_values = true)]
+    pub lb_key: Option<String>,
+    /// Interval of load-balancer heartbeats.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lb_interval: Duration,
+    /// PEM file of a private CA for https load balancers.
+    #[arg(long, env = "LB_CA")]
+    pub lb_ca: Option<String>,
+    /// Public base URL (e.g. `https://chat.example.com`): create answers then
+    /// also carry the room's WebSocket `url` through the shipped nginx.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -103,12 +116,27 @@ impl Config {
         c.admin_key = std::env::var("ADMIN_KEY").ok().filter(|k| !k.is_empty());
         c.key = c.key.filter(|k| !k.is_empty());
         c.jwt_secret = c.jwt_secret.filter(|k| !k.is_empty());
+        c.lb_key = c.lb_key.filter(|k| !k.is_empty());
+        c.load_balancers.retain(|u| !u.trim().is_empty());
         c
     }
 
     /// Number of room ports.
     pub fn range_len(&self) -> usize {
         usize::from(self.room_ports.1 - self.room_ports.0) + 1
+    }
+
+    /// The WebSocket URL of a room's port through the public base URL.
+    pub fn room_url(&self, port: u16) -> Option<String> {
+        let base = self.public_url.as_deref()?.trim_end_matches('/');
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_owned()
+        };
+        Some(format!("{ws}/rooms/{port}"))
     }
 
     pub fn capacity(&self) -> usize {
@@ -121,6 +149,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_urls() {
+        let mut c = Config::parse_from(["chatserver"]);
+        assert_eq!(c.room_url(34001), None);
+        c.public_url = Some("https://chat.example.com/".into());
+        assert_eq!(
+            c.room_url(34001).as_deref(),
+            Some("wss://chat.example.com/rooms/34001")
+        );
+        c.public_url = Some("http://10.0.0.5:8080".into());
+        assert_eq!(c.room_url(1).as_deref(), Some("ws://10.0.0.5:8080/rooms/1"));
+    }
 
     #[test]
     fn ranges() {

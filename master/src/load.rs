@@ -25,6 +25,7 @@ pub struct Load {
     pub started_at: String,
     pub accepting_connections: bool,
     pub version: &'static str,
+    pub load_balancers: Vec<crate::lb::LbStatus>,
 }
 
 fn read(path: &str) -> String {
@@ -104,6 +105,7 @@ pub fn load(master: &Master) -> Load {
         started_at: master.started_at.to_rfc3339(),
         accepting_connections: master.registry.accepting(),
         version: chat_shared::VERSION,
+        load_balancers: master.lbs.iter().map(|l| l.status()).collect(),
     }
 }
 

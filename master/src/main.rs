@@ -9,6 +9,7 @@ mod config;
 mod http;
 mod ipc_server;
 mod keys;
+mod lb;
 mod load;
 mod logging;
 mod metrics;
@@ -105,6 +106,11 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         supervisors: TaskTracker::new(),
         log,
         metrics: metrics::Metrics::install().map_err(anyhow::Error::msg)?,
+        lbs: cfg
+            .load_balancers
+            .iter()
+            .map(|u| Arc::new(lb::LoadBalancer::new(u)))
+            .collect(),
         cfg,
     });
 
@@ -141,6 +147,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             tracing::error!(error = %e, "admin API failed");
         }
     });
+    start_heartbeats(&master, &servers)?;
     servers.close();
 
     run_dir
@@ -160,6 +167,37 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
     run_dir.cleanup();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// One heartbeat task per load balancer.
+fn start_heartbeats(master: &state::Shared, tasks: &TaskTracker) -> anyhow::Result<()> {
+    if master.lbs.is_empty() {
+        return Ok(());
+    }
+    let key = master
+        .cfg
+        .lb_key
+        .clone()
+        .context("LOADBALANCERS is set but LOADBALANCER_KEY is not")?;
+    let host = master
+        .cfg
+        .host
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", master.hostname));
+    let name = lb::host_name(&host, master.cfg.port);
+    let http = lb::client(master.cfg.lb_ca.as_deref())?;
+    for l in &master.lbs {
+        tracing::info!(lb = %l.url, %host, "registering with the load balancer");
+        tasks.spawn(lb::run_one(
+            master.clone(),
+            http.clone(),
+            l.clone(),
+            name.clone(),
+            key.clone(),
+            master.cfg.lb_interval,
+        ));
+    }
     Ok(())
 }
 

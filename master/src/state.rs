@@ -29,6 +29,8 @@ pub struct Master {
     pub supervisors: TaskTracker,
     pub log: LogControl,
     pub metrics: Metrics,
+    /// The load balancers this host registers with.
+    pub lbs: Vec<Arc<crate::lb::LoadBalancer>>,
 }
 
 pub type Shared = Arc<Master>;

@@ -23,6 +23,7 @@ pub fn router(master: Shared) -> Router {
     Router::new()
         .route("/api/v1/", get(app_info))
         .route("/api/v1", get(app_info))
+        .route("/api/v1/health", get(health))
         .merge(keyed)
         .fallback(not_found)
         .layer(from_fn_with_state(master.clone(), common_headers))
@@ -49,14 +50,8 @@ async fn create_room(
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     match create(&master, &name, settings).await {
-        Created::New(port) => data(
-            StatusCode::OK,
-            json!({"port": port, "message": "Room created"}),
-        ),
-        Created::Exists(port) => data(
-            StatusCode::OK,
-            json!({"port": port, "message": format!("{name} already exists")}),
-        ),
+        Created::New(port) => created(&master, port, "Room created".into()),
+        Created::Exists(port) => created(&master, port, format!("{name} already exists")),
         Created::NoCapacity => data(
             StatusCode::OK,
             json!({"port": 0, "message": "No more rooms can be created"}),
@@ -69,6 +64,37 @@ async fn create_room(
             )
         }
     }
+}
+
+/// The create answer: the original's `port` and `message`, plus `url` when
+/// a public URL is configured.
+fn created(master: &Shared, port: u16, msg: String) -> Response {
+    let mut body = json!({"port": port, "message": msg});
+    if let Some(url) = master.cfg.room_url(port) {
+        body["url"] = json!(url);
+    }
+    data(StatusCode::OK, body)
+}
+
+/// Pull-style health for load balancers that poll: free slots, or 503
+/// while draining.
+async fn health(State(master): State<Shared>) -> Response {
+    let rooms = master.registry.len();
+    let capacity = master.registry.capacity();
+    let accepting = master.registry.accepting() && !master.shutdown.is_cancelled();
+    let body = json!({
+        "status": if accepting { "ok" } else { "draining" },
+        "freeSlots": if accepting { capacity.saturating_sub(rooms) } else { 0 },
+        "rooms": rooms,
+        "capacity": capacity,
+        "version": chat_shared::VERSION,
+    });
+    let status = if accepting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    data(status, body)
 }
 
 async fn room_info(State(master): State<Shared>, Path(name): Path<String>) -> Response {
