@@ -31,7 +31,7 @@ pub fn bind(master: &Shared) -> std::io::Result<Listener> {
 pub async fn serve(master: Shared, listener: Listener) {
     loop {
         let conn = tokio::select! {
-            _ = master.shutdown.cancelled() => return,
+            _ = master.api_stop.cancelled() => return,
             c = listener.accept() => c,
         };
         match conn {
@@ -64,7 +64,7 @@ async fn session(master: Shared, stream: Stream) {
         }
     };
     let Some(entry) = find_room(&master, &hello) else {
-        tracing::warn!(room = %hello.room, pid = hello.pid, "unknown room worker refused");
+        tracing::warn!(room = %hello.name, pid = hello.pid, "unknown room worker refused");
         let _ = writer
             .send(&HelloReply::Refused {
                 reason: "this master does not know the room".into(),
@@ -126,7 +126,7 @@ async fn session(master: Shared, stream: Stream) {
 /// The room a hello belongs to: the one being started for it, or a running
 /// worker from before a master restart (adopted).
 fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
-    if let Some(e) = master.registry.get(&hello.room) {
+    if let Some(e) = master.registry.get(&hello.name) {
         let pid = e.pid();
         if pid == 0 || pid == hello.pid {
             e.pid.store(hello.pid, Ordering::Release);
@@ -137,8 +137,8 @@ fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
     if !hello.listening {
         return None;
     }
-    let e = master.registry.adopt(&hello.room, hello.port, hello.pid)?;
-    tracing::info!(room = %hello.room, pid = hello.pid, port = hello.port, "adopted a running room");
+    let e = master.registry.adopt(hello)?;
+    tracing::info!(room = %hello.name, pid = hello.pid, port = hello.port, "adopted a running room");
     crate::supervisor::start(master, e.clone(), Some(hello.pid));
     Some(e)
 }
@@ -147,7 +147,9 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
     match msg {
         WorkerMsg::Listening { port } => {
             tracing::info!(room = %entry.name, port, pid = entry.pid(), "room ready");
-            entry.ever_ready.store(true, std::sync::atomic::Ordering::Release);
+            entry
+                .ever_ready
+                .store(true, std::sync::atomic::Ordering::Release);
             if entry.state() == RoomState::Starting {
                 entry.set_state(RoomState::Ready);
             }
@@ -160,11 +162,15 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
         WorkerMsg::Stats(s) => {
             let old = entry.stats();
             // A restarted worker counts from zero again.
-            let (din, dout) = if s.messages_in >= old.messages_in && s.messages_out >= old.messages_out {
-                (s.messages_in - old.messages_in, s.messages_out - old.messages_out)
-            } else {
-                (s.messages_in, s.messages_out)
-            };
+            let (din, dout) =
+                if s.messages_in >= old.messages_in && s.messages_out >= old.messages_out {
+                    (
+                        s.messages_in - old.messages_in,
+                        s.messages_out - old.messages_out,
+                    )
+                } else {
+                    (s.messages_in, s.messages_out)
+                };
             master.metrics.messages(din, dout);
             entry.set_stats(s);
         }

@@ -14,6 +14,7 @@ mod load;
 mod logging;
 mod metrics;
 mod registry;
+mod restart;
 mod rundir;
 mod state;
 mod supervisor;
@@ -94,6 +95,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
+    let shutdown = CancellationToken::new();
     let master = Arc::new(Master {
         registry: Registry::new(&cfg),
         keys,
@@ -102,7 +104,9 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         hostname,
         started: Instant::now(),
         started_at: chrono::Utc::now(),
-        shutdown: CancellationToken::new(),
+        api_stop: shutdown.child_token(),
+        restart: CancellationToken::new(),
+        shutdown,
         supervisors: TaskTracker::new(),
         log,
         metrics: metrics::Metrics::install().map_err(anyhow::Error::msg)?,
@@ -127,7 +131,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
 
     let servers = TaskTracker::new();
     servers.spawn(ipc_server::serve(master.clone(), ipc));
-    let stop = master.shutdown.clone();
+    let stop = master.api_stop.clone();
     let main_app = http::main_api::router(master.clone());
     servers.spawn(async move {
         if let Err(e) = axum::serve(main_listener, main_app)
@@ -137,7 +141,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             tracing::error!(error = %e, "room API failed");
         }
     });
-    let stop = master.shutdown.clone();
+    let stop = master.api_stop.clone();
     let admin_app = http::admin_api::router(master.clone());
     servers.spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_app)
@@ -147,8 +151,10 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             tracing::error!(error = %e, "admin API failed");
         }
     });
-    start_heartbeats(&master, &servers)?;
     servers.close();
+    let heartbeats = TaskTracker::new();
+    start_heartbeats(&master, &heartbeats)?;
+    heartbeats.close();
 
     run_dir
         .write_info(&MasterInfo {
@@ -161,10 +167,20 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .context("cannot write master.json")?;
     tracing::info!(%main_addr, %admin_addr, rooms = %format!("{}-{}", master.cfg.room_ports.0, master.cfg.room_ports.1), "chatserver ready");
 
-    wait_for_stop(&master).await;
+    let stop = wait_for_stop(&master).await;
+    // Stop answering first (in-flight requests finish), in both cases.
+    master.api_stop.cancel();
+    if stop == Stop::Restart {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
+        run_dir.cleanup();
+        drop(run_dir); // releases the lock for the new image
+        return restart::exec_self();
+    }
     tracing::info!("shutting down");
+    master.shutdown.cancel();
     supervisor::shutdown_all(&master).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), heartbeats.wait()).await;
     run_dir.cleanup();
     tracing::info!("stopped");
     Ok(())
@@ -201,19 +217,31 @@ fn start_heartbeats(master: &state::Shared, tasks: &TaskTracker) -> anyhow::Resu
     Ok(())
 }
 
-async fn wait_for_stop(master: &Master) {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Why the master stops.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// Shut everything down, rooms included.
+    Shutdown,
+    /// Re-execute this binary (an upgrade): rooms keep running and are
+    /// adopted by the new image.
+    Restart,
+}
+
+async fn wait_for_stop(master: &Master) -> Stop {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with DELETE /api/v1/shutdown");
         master.shutdown.cancelled().await;
-        return;
+        return Stop::Shutdown;
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-        _ = master.shutdown.cancelled() => {}
+        _ = term.recv() => { tracing::info!("SIGTERM"); Stop::Shutdown }
+        _ = int.recv() => { tracing::info!("SIGINT"); Stop::Shutdown }
+        _ = hup.recv() => { tracing::info!("SIGHUP: restarting the master; rooms keep running"); Stop::Restart }
+        _ = master.restart.cancelled() => { tracing::info!("restart asked by an operator; rooms keep running"); Stop::Restart }
+        _ = master.shutdown.cancelled() => Stop::Shutdown,
     }
-    master.shutdown.cancel();
 }

@@ -170,7 +170,11 @@ impl RoomEntry {
             epoch: s.epoch,
             seq: s.seq,
             uptime_secs: self.started.elapsed().as_secs(),
-            rss_bytes: if self.holds_port() { crate::metrics::pid_usage(self.pid()).1 } else { 0 },
+            rss_bytes: if self.holds_port() {
+                crate::metrics::pid_usage(self.pid()).1
+            } else {
+                0
+            },
             created: chrono::DateTime::from_timestamp_millis(
                 i64::try_from(self.created_unix_ms).unwrap_or(0),
             )
@@ -267,7 +271,10 @@ impl Registry {
 
     /// Rooms that hold a port (failed rooms excluded).
     pub fn len(&self) -> usize {
-        lock(&self.rooms).values().filter(|e| e.holds_port()).count()
+        lock(&self.rooms)
+            .values()
+            .filter(|e| e.holds_port())
+            .count()
     }
 
     /// Finds the room or reserves a new entry for it: `(entry, fresh)`.
@@ -293,7 +300,12 @@ impl Registry {
     }
 
     /// Adopts a running worker that announced itself (its master restarted).
-    pub fn adopt(&self, name: &str, port: u16, pid: u32) -> Option<Arc<RoomEntry>> {
+    pub fn adopt(&self, hello: &chat_shared::ipc::Hello) -> Option<Arc<RoomEntry>> {
+        let (name, port, pid) = (hello.name.as_str(), hello.port, hello.pid);
+        let (settings, created) = match &hello.room {
+            Some(r) => (r.settings.clone(), r.created_unix_ms),
+            None => (RoomSettings::default(), now_ms()),
+        };
         let mut rooms = lock(&self.rooms);
         if rooms.contains_key(name) || !(self.first_port..=self.last_port).contains(&port) {
             return None;
@@ -301,12 +313,7 @@ impl Registry {
         if rooms.values().any(|e| e.holds_port() && e.port() == port) {
             return None;
         }
-        let entry = Arc::new(RoomEntry::new(
-            name.to_owned(),
-            RoomSettings::default(),
-            port,
-            now_ms(),
-        ));
+        let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, created));
         entry.pid.store(pid, Ordering::Release);
         entry.ever_ready.store(true, Ordering::Release);
         entry.set_state(RoomState::Ready);
@@ -324,7 +331,11 @@ impl Registry {
     }
 
     fn free_port(&self, rooms: &HashMap<String, Arc<RoomEntry>>) -> Option<u16> {
-        let used: HashSet<u16> = rooms.values().filter(|e| e.holds_port()).map(|e| e.port()).collect();
+        let used: HashSet<u16> = rooms
+            .values()
+            .filter(|e| e.holds_port())
+            .map(|e| e.port())
+            .collect();
         let bad = lock(&self.bad_ports);
         let pick =
             (self.first_port..=self.last_port).find(|p| !used.contains(p) && !bad.contains(p));

@@ -25,6 +25,11 @@ pub struct Master {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// Cancelled to shut the whole server down.
     pub shutdown: CancellationToken,
+    /// Cancelled to stop the APIs and the IPC listener (at shutdown, and
+    /// before a restart, which leaves the rooms running).
+    pub api_stop: CancellationToken,
+    /// Cancelled to restart the master in place (`POST /api/v1/restart`).
+    pub restart: CancellationToken,
     /// Room supervisors (one task per worker process).
     pub supervisors: TaskTracker,
     pub log: LogControl,

@@ -20,7 +20,8 @@ pub const MAGIC: [u8; 8] = *b"CHATIPC\0";
 pub struct Hello {
     pub magic: [u8; 8],
     pub version: u32,
-    pub room: String,
+    /// The room's name.
+    pub name: String,
     pub pid: u32,
     /// The port the worker was told to serve.
     pub port: u16,
@@ -30,19 +31,23 @@ pub struct Hello {
     /// The room's history epoch and last sequence number (0 when new).
     pub epoch: u64,
     pub seq: u64,
+    /// What the room runs with, when `listening` (so a new master adopts it
+    /// with its real settings and creation time).
+    pub room: Option<RoomConfig>,
 }
 
 impl Hello {
-    pub fn new(room: String, pid: u32, port: u16) -> Self {
+    pub fn new(name: String, pid: u32, port: u16) -> Self {
         Self {
             magic: MAGIC,
             version: IPC_VERSION,
-            room,
+            name,
             pid,
             port,
             listening: false,
             epoch: 0,
             seq: 0,
+            room: None,
         }
     }
 }

@@ -100,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (to_master, outgoing) = tokio::sync::mpsc::unbounded_channel();
     let worker = Arc::new(Worker::new(
         args.port,
+        snapshot.room.created_unix_ms,
         room,
         snapshot.server.clone(),
         to_master,

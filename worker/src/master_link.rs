@@ -35,7 +35,7 @@ pub enum LinkError {
     },
     #[error("IPC: {0}")]
     Frame(#[from] FrameError),
-    #[error("the master closed the connection during the handshake")]
+    #[error("the master closed the connection")]
     Closed,
     #[error("the master refused this worker: {0}")]
     Refused(String),
@@ -108,6 +108,7 @@ pub async fn run(
         let stats = worker.room().stats();
         let mut hello = Hello::new(worker.name.clone(), std::process::id(), worker.port);
         hello.listening = true;
+        hello.room = Some(worker.room_config());
         hello.epoch = stats.epoch;
         hello.seq = stats.seq;
         match connect(&path, &hello).await {

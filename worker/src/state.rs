@@ -2,7 +2,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use chat_shared::ipc::{ServerConfig, WorkerMsg};
+use chat_shared::ipc::{RoomConfig, ServerConfig, WorkerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,6 +13,7 @@ use crate::room::Room;
 pub struct Worker {
     pub name: String,
     pub port: u16,
+    pub created_unix_ms: u64,
     room: Mutex<Room>,
     pub server: Mutex<ServerConfig>,
     /// Cancelled when the worker must end; the reason is in `end_reason`.
@@ -27,6 +28,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         port: u16,
+        created_unix_ms: u64,
         room: Room,
         server: ServerConfig,
         to_master: mpsc::UnboundedSender<WorkerMsg>,
@@ -34,6 +36,7 @@ impl Worker {
         Self {
             name: room.name.clone(),
             port,
+            created_unix_ms,
             room: Mutex::new(room),
             server: Mutex::new(server),
             shutdown: CancellationToken::new(),
@@ -47,6 +50,17 @@ impl Worker {
     /// recovered: the room's data stays usable.
     pub fn room(&self) -> MutexGuard<'_, Room> {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room's configuration, as the master gave it.
+    pub fn room_config(&self) -> RoomConfig {
+        let room = self.room();
+        RoomConfig {
+            name: self.name.clone(),
+            port: self.port,
+            settings: room.settings.clone(),
+            created_unix_ms: self.created_unix_ms,
+        }
     }
 
     pub fn config(&self) -> ServerConfig {

@@ -26,6 +26,7 @@ pub fn router(master: Shared) -> Router {
         .route("/api/v1/rooms/{name}", get(room_info))
         .route("/api/v1/room/{name}/shutdown", delete(shutdown_one))
         .route("/api/v1/shutdown", delete(shutdown_all))
+        .route("/api/v1/restart", post(restart_master))
         .route("/api/v1/broadcast", post(broadcast_all))
         .route("/api/v1/rooms/{name}/broadcast", post(broadcast_one))
         .route("/api/v1/rooms/{name}/kick", post(kick))
@@ -68,7 +69,10 @@ async fn readyz(State(master): State<Shared>) -> Response {
 async fn metrics(State(master): State<Shared>) -> Response {
     let body = master.metrics.render(&master);
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -111,6 +115,15 @@ async fn shutdown_all(State(master): State<Shared>) -> Response {
     tracing::info!("server shutdown asked by an operator");
     master.shutdown.cancel();
     data(StatusCode::ACCEPTED, json!({"message": "Shutting down"}))
+}
+
+async fn restart_master(State(master): State<Shared>) -> Response {
+    tracing::info!("master restart asked by an operator");
+    master.restart.cancel();
+    data(
+        StatusCode::ACCEPTED,
+        json!({"message": "Restarting the master; rooms keep running"}),
+    )
 }
 
 #[derive(Deserialize)]
