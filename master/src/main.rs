@@ -17,6 +17,8 @@ mod registry;
 mod restart;
 mod rundir;
 mod state;
+#[allow(dead_code)]
+mod store;
 mod supervisor;
 
 use std::net::SocketAddr;

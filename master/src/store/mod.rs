@@ -1,0 +1,147 @@
+//! The master's storage: the room catalog, message history and reference
+//! data (users, bans, filters), in MongoDB when a URI is configured and in an
+//! embedded redb file otherwise. Both backends implement [`Store`]; one test
+//! suite (`suite.rs`) runs against each. `docs/DATA.md` describes the schema.
+
+mod mongo_docs;
+pub mod mongo_store;
+#[cfg(test)]
+mod mongo_tests;
+mod records;
+pub mod redb_store;
+#[cfg(test)]
+mod suite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+pub use mongo_store::{MongoOptions, MongoStore};
+pub use records::{
+    BanRecord, FilterAction, FilterRecord, InsertOutcome, MessageRecord, ReferenceData, RoomRecord,
+    UserRecord,
+};
+pub use redb_store::RedbStore;
+
+/// What a storage operation can fail with.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("embedded database: {0}")]
+    Redb(#[source] Box<redb::Error>),
+    #[error("MongoDB: {0}")]
+    Mongo(#[source] Box<mongodb::error::Error>),
+    /// Holds the URI's scheme only: the rest may carry credentials.
+    #[error("unsupported database URI scheme {0:?} (expected mongodb:// or mongodb+srv://)")]
+    UnsupportedUri(String),
+    /// A value this backend cannot store (e.g. an integer past i64 for BSON).
+    #[error("cannot store {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        Self::Redb(Box::new(e))
+    }
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        Self::Mongo(Box::new(e))
+    }
+}
+
+/// A storage backend. Every method is safe to call concurrently.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"redb"` or `"mongodb"`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the tables/collections and indexes; idempotent.
+    async fn init(&self) -> Result<(), StoreError>;
+
+    /// Creates or replaces the catalog entry of `r.name`.
+    async fn upsert_room(&self, r: &RoomRecord) -> Result<(), StoreError>;
+
+    /// Removes a room from the catalog (its messages stay). Absent is fine.
+    async fn remove_room(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The room catalog, by name.
+    async fn rooms(&self) -> Result<Vec<RoomRecord>, StoreError>;
+
+    /// Stores a batch of messages. A message whose (room, seq) is already
+    /// stored (before or earlier in the same batch) is not written again and
+    /// is counted in [`InsertOutcome::duplicates`], so a retried batch is
+    /// idempotent. redb writes the batch in one transaction (all or nothing);
+    /// MongoDB inserts unordered (a failure other than a duplicate is `Err`,
+    /// and the other documents of the batch may have been written).
+    async fn insert_messages(&self, batch: &[MessageRecord]) -> Result<InsertOutcome, StoreError>;
+
+    /// `(epoch, seq)` of the room's message with the highest seq.
+    async fn last_seq(&self, room: &str) -> Result<Option<(u64, u64)>, StoreError>;
+
+    /// The newest `limit` messages of `room` with `seq < before_seq`, in
+    /// ascending seq order (deleted ones included, flagged).
+    async fn history(
+        &self,
+        room: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Flags a message deleted; `false` when there is no such message.
+    async fn mark_deleted(&self, room: &str, seq: u64) -> Result<bool, StoreError>;
+
+    /// Users, bans (expired ones included) and filters. Malformed entries are
+    /// skipped with a warning.
+    async fn load_reference(&self) -> Result<ReferenceData, StoreError>;
+
+    /// Creates or replaces a user.
+    async fn upsert_user(&self, u: &UserRecord) -> Result<(), StoreError>;
+
+    /// Creates or replaces the filter with `f.pattern`.
+    async fn upsert_filter(&self, f: &FilterRecord) -> Result<(), StoreError>;
+
+    /// Adds a ban; it replaces an existing ban of the same user with the same
+    /// scope (same room, or both every room).
+    async fn add_ban(&self, b: &BanRecord) -> Result<(), StoreError>;
+
+    /// Removes every ban of a user; returns how many were removed.
+    async fn remove_bans(&self, user_id: &str) -> Result<u64, StoreError>;
+}
+
+/// Opens the store: MongoDB when `uri` is a `mongodb://` or `mongodb+srv://`
+/// URI, else the embedded database `<data_dir>/chatserver.redb`. Call
+/// [`Store::init`] before use.
+pub async fn open(uri: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match uri.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(u) if u.starts_with("mongodb://") || u.starts_with("mongodb+srv://") => {
+            let store = MongoStore::connect(u, MongoOptions::default()).await?;
+            Ok(Arc::new(store))
+        }
+        Some(u) => {
+            let scheme = u.split_once("://").map_or("", |(s, _)| s);
+            Err(StoreError::UnsupportedUri(scheme.to_owned()))
+        }
+        None => {
+            let store = RedbStore::open(data_dir).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
