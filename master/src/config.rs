@@ -73,6 +73,16 @@ pub struct Config {
     /// Window of the restart budget.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub restart_window: Duration,
+    /// MongoDB URI (`mongodb://...`); without it an embedded store in
+    /// `--data-dir` is used.
+    #[arg(long = "store", env = "MONGODB_URI", hide_env_values = true)]
+    pub store: Option<String>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Interval of reference-data refreshes (users, bans, filters).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cache_refresh: Duration,
     /// Load balancers, comma-separated base URLs (http or https).
     #[arg(long, env = "LOADBALANCERS", value_delimiter = ',')]
     pub load_balancers: Vec<String>,
@@ -117,6 +127,7 @@ impl Config {
         c.key = c.key.filter(|k| !k.is_empty());
         c.jwt_secret = c.jwt_secret.filter(|k| !k.is_empty());
         c.lb_key = c.lb_key.filter(|k| !k.is_empty());
+        c.store = c.store.filter(|k| !k.trim().is_empty());
         c.load_balancers.retain(|u| !u.trim().is_empty());
         c
     }

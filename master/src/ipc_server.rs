@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_shared::framing::{FrameReader, FrameWriter};
-use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
+use chat_shared::ipc::{Hello, HelloReply, MasterMsg, StoredMessage, WorkerMsg};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 
 use crate::registry::{RoomEntry, RoomState};
 use crate::state::Shared;
+use crate::writer::Write;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(5);
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Binds the socket (a stale file from a dead master is replaced: the run
@@ -72,7 +74,8 @@ async fn session(master: Shared, stream: Stream) {
             .await;
         return;
     };
-    let snapshot = master.registry.snapshot(&entry);
+    let mut snapshot = master.snapshot(&entry);
+    snapshot.recent = entry.take_recent();
     if let Err(e) = writer.send(&HelloReply::Accepted(Box::new(snapshot))).await {
         tracing::warn!(room = %entry.name, error = %e, "cannot answer the hello");
         return;
@@ -139,8 +142,55 @@ fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
     }
     let e = master.registry.adopt(hello)?;
     tracing::info!(room = %hello.name, pid = hello.pid, port = hello.port, "adopted a running room");
+    // Its messages up to hello.seq may or may not be stored; the room resends
+    // what was not confirmed, and a restart continues after hello.seq.
+    e.stats_seq_hint(hello.epoch, hello.seq);
     crate::supervisor::start(master, e.clone(), Some(hello.pid));
     Some(e)
+}
+
+/// Serves a page of history from the store to a room.
+async fn answer_history(master: Shared, room: String, id: u64, before: u64, limit: u32) {
+    let limit = limit.clamp(1, 100);
+    let reply = match tokio::time::timeout(HISTORY_TIMEOUT, master.store.history(&room, before, limit)).await {
+        Ok(Ok(page)) => {
+            let more = page.len() == limit as usize && page.first().is_some_and(|m| m.seq > 1);
+            MasterMsg::HistoryPage {
+                id,
+                messages: page
+                    .into_iter()
+                    .map(|m| StoredMessage {
+                        epoch: m.epoch,
+                        seq: m.seq,
+                        user_id: m.user_id,
+                        name: m.name,
+                        text: m.text,
+                        ts: m.ts,
+                        deleted: m.deleted,
+                    })
+                    .collect(),
+                more,
+                error: None,
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%room, error = %e, "history query failed");
+            history_error(id, "the store failed")
+        }
+        Err(_) => history_error(id, "the store did not answer in time"),
+    };
+    if let Some(entry) = master.registry.get(&room) {
+        entry.send(reply);
+    }
+}
+
+fn history_error(id: u64, e: &str) -> MasterMsg {
+    MasterMsg::HistoryPage {
+        id,
+        messages: Vec::new(),
+        more: false,
+        error: Some(e.to_owned()),
+    }
 }
 
 fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
@@ -173,6 +223,24 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
                 };
             master.metrics.messages(din, dout);
             entry.set_stats(s);
+        }
+        WorkerMsg::Messages(messages) => {
+            if let Some(last) = messages.last() {
+                entry.received_seq.fetch_max(last.seq, Ordering::AcqRel);
+            }
+            master.writer.push(Write::Messages {
+                room: entry.name.clone(),
+                messages,
+            });
+        }
+        WorkerMsg::Deleted { seq } => master.writer.push(Write::Delete {
+            room: entry.name.clone(),
+            seq,
+        }),
+        WorkerMsg::HistoryQuery { id, before, limit } => {
+            let m = master.clone();
+            let room = entry.name.clone();
+            tokio::spawn(async move { answer_history(m, room, id, before, limit).await });
         }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");

@@ -26,6 +26,10 @@ pub struct Load {
     pub accepting_connections: bool,
     pub version: &'static str,
     pub load_balancers: Vec<crate::lb::LbStatus>,
+    pub store: &'static str,
+    pub store_reached: bool,
+    /// Messages received from rooms and not yet written to the store.
+    pub pending_writes: usize,
 }
 
 fn read(path: &str) -> String {
@@ -106,6 +110,9 @@ pub fn load(master: &Master) -> Load {
         accepting_connections: master.registry.accepting(),
         version: chat_shared::VERSION,
         load_balancers: master.lbs.iter().map(|l| l.status()).collect(),
+        store: master.store.kind(),
+        store_reached: master.store_ever_reached(),
+        pending_writes: master.writer.pending(),
     }
 }
 

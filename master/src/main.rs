@@ -5,6 +5,8 @@
 //! tell every room to close (clients get 1001), wait up to the grace period,
 //! kill what remains, remove the socket and state files.
 
+mod cache;
+mod catalog;
 mod config;
 mod http;
 mod ipc_server;
@@ -17,9 +19,9 @@ mod registry;
 mod restart;
 mod rundir;
 mod state;
-#[allow(dead_code)]
 mod store;
 mod supervisor;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,8 +99,17 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
+    let store = store::open(master_store_uri(&cfg), &cfg.data_dir)
+        .await
+        .context("cannot open the store")?;
+    tracing::info!(store = store.kind(), "store opened");
+    let (writer, writes) = writer::Writer::new();
     let shutdown = CancellationToken::new();
     let master = Arc::new(Master {
+        store,
+        store_ok: std::sync::atomic::AtomicBool::new(false),
+        cache: cache::Cache::new(),
+        writer,
         registry: Registry::new(&cfg),
         keys,
         worker_bin,
@@ -130,6 +141,13 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
+
+    let background = TaskTracker::new();
+    background.spawn(store_init(master.clone()));
+    background.spawn(cache::run(master.clone()));
+    background.spawn(catalog::reconcile(master.clone()));
+    let writer_task = tokio::spawn(writer::run(master.clone(), writes));
+    background.close();
 
     let servers = TaskTracker::new();
     servers.spawn(ipc_server::serve(master.clone(), ipc));
@@ -181,11 +199,43 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     master.shutdown.cancel();
     supervisor::shutdown_all(&master).await;
+    // Rooms are gone; what they handed over is written before we stop.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while master.writer.pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if master.writer.pending() > 0 {
+        tracing::error!(pending = master.writer.pending(), "stopping with messages not written to the store");
+    }
+    writer_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), heartbeats.wait()).await;
     run_dir.cleanup();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn master_store_uri(cfg: &Config) -> Option<&str> {
+    cfg.store.as_deref()
+}
+
+/// Prepares the store (collections, indexes), retrying until it answers.
+async fn store_init(master: state::Shared) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match master.store.init().await {
+            Ok(()) => {
+                master.store_reached();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "the store is not reachable yet; retrying"),
+        }
+        tokio::select! {
+            _ = master.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// One heartbeat task per load balancer.

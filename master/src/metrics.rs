@@ -65,13 +65,20 @@ impl Metrics {
             members += u64::from(s.members);
             connections += u64::from(s.connections);
         }
-        for (state, n) in ["starting", "ready", "closing", "closed", "failed"].iter().zip(by_state) {
+        for (state, n) in ["starting", "ready", "closing", "closed", "failed"]
+            .iter()
+            .zip(by_state)
+        {
             gauge!("chat_rooms", "state" => *state).set(n as f64);
         }
         gauge!("chat_room_capacity").set(master.registry.capacity() as f64);
         gauge!("chat_members").set(members as f64);
         gauge!("chat_connections").set(connections as f64);
-        gauge!("chat_accepting_rooms").set(if master.registry.accepting() { 1.0 } else { 0.0 });
+        gauge!("chat_accepting_rooms").set(if master.registry.accepting() {
+            1.0
+        } else {
+            0.0
+        });
         gauge!("chat_uptime_seconds").set(master.started.elapsed().as_secs_f64());
         let (cpu, rss) = process_usage();
         gauge!("process_cpu_seconds_total").set(cpu);
@@ -85,19 +92,40 @@ impl Metrics {
 
 fn describe() {
     describe_counter!("chat_worker_starts_total", "Room worker processes spawned.");
-    describe_counter!("chat_worker_crashes_total", "Room workers that died without being asked to.");
-    describe_counter!("chat_worker_restarts_total", "Room workers restarted after a crash.");
-    describe_counter!("chat_ipc_errors_total", "IPC connections closed on an error.");
+    describe_counter!(
+        "chat_worker_crashes_total",
+        "Room workers that died without being asked to."
+    );
+    describe_counter!(
+        "chat_worker_restarts_total",
+        "Room workers restarted after a crash."
+    );
+    describe_counter!(
+        "chat_ipc_errors_total",
+        "IPC connections closed on an error."
+    );
     describe_counter!("chat_messages_in_total", "Client frames received by rooms.");
-    describe_counter!("chat_messages_out_total", "Frames sent by rooms to clients.");
+    describe_counter!(
+        "chat_messages_out_total",
+        "Frames sent by rooms to clients."
+    );
     describe_gauge!("chat_rooms", "Rooms by state.");
     describe_gauge!("chat_room_capacity", "Most rooms this host holds.");
     describe_gauge!("chat_members", "Distinct users in rooms.");
     describe_gauge!("chat_connections", "Client WebSocket connections.");
-    describe_gauge!("chat_accepting_rooms", "1 when rooms can be created (not draining).");
+    describe_gauge!(
+        "chat_accepting_rooms",
+        "1 when rooms can be created (not draining)."
+    );
     describe_gauge!("chat_uptime_seconds", "Seconds since the master started.");
-    describe_gauge!("process_cpu_seconds_total", "CPU time of the master process.");
-    describe_gauge!("process_resident_memory_bytes", "Resident memory of the master process.");
+    describe_gauge!(
+        "process_cpu_seconds_total",
+        "CPU time of the master process."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        "Resident memory of the master process."
+    );
 }
 
 /// (CPU seconds, resident bytes) of this process, from /proc.
@@ -111,7 +139,12 @@ pub fn pid_usage(pid: u32) -> (f64, u64) {
     // Fields after the command name (which may hold spaces) start after ')'.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of stat; index 11 and 12 here.
     let hz = 100.0; // USER_HZ is 100 on Linux
     let cpu = (ticks(11) + ticks(12)) as f64 / hz;

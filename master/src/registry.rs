@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chat_shared::ipc::{MasterMsg, RoomConfig, RoomStats, ServerConfig, Snapshot};
+
+/// A fresh random epoch that fits a JSON number exactly.
+pub fn new_epoch() -> u64 {
+    (rand::random::<u64>() >> 11).max(1)
+}
 use chat_shared::settings::RoomSettings;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -53,6 +58,12 @@ pub struct RoomEntry {
     pub ever_ready: AtomicBool,
     /// Restarts after crashes.
     pub restarts: AtomicU32,
+    /// Where the worker's history starts: (epoch, seq), set before a spawn.
+    pub history: Mutex<Option<(u64, u64)>>,
+    /// Highest seq this master received from the room.
+    pub received_seq: AtomicU64,
+    /// The latest stored messages, handed to the next worker at its hello.
+    pub recent: Mutex<Vec<chat_shared::ipc::StoredMessage>>,
     link: Mutex<Option<(u64, mpsc::UnboundedSender<MasterMsg>)>>,
     stats: Mutex<RoomStats>,
 }
@@ -97,6 +108,9 @@ impl RoomEntry {
             bind_failed: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
+            history: Mutex::new(None),
+            received_seq: AtomicU64::new(0),
+            recent: Mutex::new(Vec::new()),
             link: Mutex::new(None),
             stats: Mutex::new(RoomStats::default()),
         }
@@ -134,6 +148,26 @@ impl RoomEntry {
         if l.as_ref().is_some_and(|(i, _)| *i == id) {
             *l = None;
         }
+    }
+
+    pub fn set_recent(&self, recent: Vec<chat_shared::ipc::StoredMessage>) {
+        *lock(&self.recent) = recent;
+    }
+
+    pub fn take_recent(&self) -> Vec<chat_shared::ipc::StoredMessage> {
+        std::mem::take(&mut *lock(&self.recent))
+    }
+
+    /// What an adopted room said of its history (kept as its last stats).
+    pub fn stats_seq_hint(&self, epoch: u64, seq: u64) {
+        let mut s = lock(&self.stats);
+        s.epoch = epoch;
+        s.seq = s.seq.max(seq);
+    }
+
+    pub fn set_history(&self, epoch: u64, seq: u64) {
+        *lock(&self.history) = Some((epoch, seq));
+        self.received_seq.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Sends a message to the worker; false when it has no link.
@@ -241,8 +275,8 @@ impl Registry {
         self.accepting.load(Ordering::Acquire)
     }
 
-    /// Starts or ends a drain, and pushes the change to every room.
-    pub fn set_accepting(&self, yes: bool, refuse_joins: bool) {
+    /// Starts or ends a drain; true when rooms must get a new snapshot.
+    pub fn set_accepting(&self, yes: bool, refuse_joins: bool) -> bool {
         self.accepting.store(yes, Ordering::Release);
         let changed = {
             let mut server = lock(&self.server);
@@ -252,10 +286,8 @@ impl Registry {
         };
         if changed {
             self.snapshot_version.fetch_add(1, Ordering::AcqRel);
-            for room in self.all() {
-                room.send(MasterMsg::Snapshot(Box::new(self.snapshot(&room))));
-            }
         }
+        changed
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<RoomEntry>> {
@@ -297,6 +329,28 @@ impl Registry {
         let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, now_ms()));
         rooms.insert(name.to_owned(), entry.clone());
         Ok((entry, true))
+    }
+
+    /// Reserves a room from the catalog, on its old port when free.
+    pub fn reserve_at(&self, name: &str, settings: RoomSettings, port: u16, created_ms: u64) -> Option<Arc<RoomEntry>> {
+        let mut rooms = lock(&self.rooms);
+        if rooms.contains_key(name) {
+            return None;
+        }
+        let live = rooms.values().filter(|e| e.holds_port()).count();
+        if live >= self.capacity {
+            return None;
+        }
+        let taken = rooms.values().any(|e| e.holds_port() && e.port() == port);
+        let port = if (self.first_port..=self.last_port).contains(&port) && !taken {
+            port
+        } else {
+            self.free_port(&rooms)?
+        };
+        let created = if created_ms > 0 { created_ms } else { now_ms() };
+        let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, created));
+        rooms.insert(name.to_owned(), entry.clone());
+        Some(entry)
     }
 
     /// Adopts a running worker that announced itself (its master restarted).
@@ -368,9 +422,12 @@ impl Registry {
     }
 
     /// The snapshot a room's worker pulls.
-    pub fn snapshot(&self, entry: &RoomEntry) -> Snapshot {
+    pub fn snapshot(&self, entry: &RoomEntry, reference: chat_shared::ipc::Reference) -> Snapshot {
         Snapshot {
             version: self.snapshot_version.load(Ordering::Acquire),
+            history: *lock(&entry.history),
+            reference,
+            recent: Vec::new(),
             server: lock(&self.server).clone(),
             room: RoomConfig {
                 name: entry.name.clone(),

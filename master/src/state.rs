@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use chat_shared::ipc::{MasterMsg, Snapshot};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -11,7 +14,10 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::cache::Cache;
+use crate::registry::{Registry, RoomEntry};
+use crate::store::Store;
+use crate::writer::Writer;
 
 /// The master.
 pub struct Master {
@@ -36,6 +42,36 @@ pub struct Master {
     pub metrics: Metrics,
     /// The load balancers this host registers with.
     pub lbs: Vec<Arc<crate::lb::LoadBalancer>>,
+    pub store: Arc<dyn Store>,
+    /// Set once the store answered at least once (readiness).
+    pub store_ok: AtomicBool,
+    pub cache: Cache,
+    pub writer: Writer,
+}
+
+impl Master {
+    pub fn store_reached(&self) {
+        if !self.store_ok.swap(true, Ordering::AcqRel) {
+            tracing::info!(store = self.store.kind(), "store reached");
+        }
+    }
+
+    pub fn store_ever_reached(&self) -> bool {
+        self.store_ok.load(Ordering::Acquire)
+    }
+
+    /// The snapshot a room's worker pulls (and receives again on changes).
+    pub fn snapshot(&self, entry: &RoomEntry) -> Snapshot {
+        self.registry
+            .snapshot(entry, (*self.cache.reference()).clone())
+    }
+
+    /// Pushes the current snapshot to every room.
+    pub fn push_snapshots(&self) {
+        for room in self.registry.all() {
+            room.send(MasterMsg::Snapshot(Box::new(self.snapshot(&room))));
+        }
+    }
 }
 
 pub type Shared = Arc<Master>;

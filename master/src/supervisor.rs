@@ -50,12 +50,17 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
         start(master, entry.clone(), None);
     }
     match entry.wait_started(START_TIMEOUT).await {
-        RoomState::Ready if fresh => Created::New(entry.port()),
+        RoomState::Ready if fresh => {
+            crate::catalog::record(master, &entry, "ready");
+            Created::New(entry.port())
+        }
         RoomState::Ready => Created::Exists(entry.port()),
         RoomState::Starting => Created::Failed("the room did not start in time".into()),
         RoomState::Failed(e) => Created::Failed(e),
         RoomState::Closing | RoomState::Closed if !fresh => Created::Exists(entry.port()),
-        RoomState::Closing | RoomState::Closed => Created::Failed("the room closed while starting".into()),
+        RoomState::Closing | RoomState::Closed => {
+            Created::Failed("the room closed while starting".into())
+        }
     }
 }
 
@@ -63,7 +68,9 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
 /// worker this master did not spawn.
 pub fn start(master: &Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
     let m = master.clone();
-    master.supervisors.spawn(async move { supervise(m, entry, adopted).await });
+    master
+        .supervisors
+        .spawn(async move { supervise(m, entry, adopted).await });
 }
 
 fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
@@ -166,7 +173,9 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
     loop {
         let mut proc = match next.take() {
             Some(p) => p,
-            None => match spawn_worker(&master, &entry) {
+            None => match prepare(&master, &entry).await {
+                Err(e) => return fail(&master, &entry, e),
+                Ok(()) => match spawn_worker(&master, &entry) {
                 Ok(c) => {
                     let pid = c.id().unwrap_or(0);
                     entry.pid.store(pid, Ordering::Release);
@@ -176,8 +185,13 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
                 }
                 Err(e) => {
                     tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
-                    return fail(&master, &entry, format!("cannot spawn the room worker: {e}"));
+                    return fail(
+                        &master,
+                        &entry,
+                        format!("cannot spawn the room worker: {e}"),
+                    );
                 }
+                },
             },
         };
         let pid = entry.pid();
@@ -191,6 +205,10 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             tracing::info!(%room, pid, status = %exit.what, "room worker exited");
             entry.set_state(RoomState::Closed);
             master.registry.remove(&entry);
+            // A room that ended on purpose (at a graceful shutdown of the
+            // server too) leaves the catalog: only rooms that died with their
+            // master are respawned by the next one.
+            crate::catalog::forget(&master, &room);
             return;
         }
         if state == RoomState::Starting && entry.bind_failed.swap(false, Ordering::AcqRel) {
@@ -204,12 +222,19 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             }
         }
         if !entry.ever_ready.load(Ordering::Acquire) {
-            return fail(&master, &entry, format!("the room worker exited while starting ({})", exit.what));
+            return fail(
+                &master,
+                &entry,
+                format!("the room worker exited while starting ({})", exit.what),
+            );
         }
         // A crash (or an exit nobody asked for): restart within the budget.
         let now = Instant::now();
         crashes.push_back(now);
-        while crashes.front().is_some_and(|t| now.duration_since(*t) > window) {
+        while crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
             crashes.pop_front();
         }
         master.metrics.worker_crashed();
@@ -218,7 +243,11 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             return fail(
                 &master,
                 &entry,
-                format!("crashed {} times in {}s; restart budget exhausted", crashes.len(), window.as_secs()),
+                format!(
+                    "crashed {} times in {}s; restart budget exhausted",
+                    crashes.len(),
+                    window.as_secs()
+                ),
             );
         }
         let restarts = entry.restarts.fetch_add(1, Ordering::AcqRel) + 1;
@@ -237,12 +266,93 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
     }
 }
 
+/// Time allowed to learn where a room's history continues.
+const STORE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Latest messages a (re)started room gets.
+const RECENT: u32 = 1000;
+
+/// Decides where the next worker's history continues, and loads the latest
+/// stored messages for it.
+///
+/// First start: after the last stored message, in its epoch (a new epoch for
+/// a new room); without the store the room cannot start (seq numbers would
+/// collide with stored ones). Restart after a crash: after everything this
+/// master received, in the same epoch unless the dead worker had numbered
+/// messages the master never got (then those are lost: new epoch, so that
+/// clients reload instead of resuming).
+async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
+    let restart = entry.ever_ready.load(Ordering::Acquire);
+    if restart {
+        // Let what the dead worker sent reach the store first.
+        let deadline = Instant::now() + STORE_TIMEOUT;
+        while master.writer.pending() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let stored = tokio::time::timeout(STORE_TIMEOUT, master.store.last_seq(&entry.name))
+        .await
+        .map_err(|_| "the store did not answer".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (epoch, seq) = if restart {
+        let stats = entry.stats();
+        let stored_seq = stored.as_ref().ok().copied().flatten().map_or(0, |(_, s)| s);
+        let known = entry.received_seq.load(Ordering::Acquire).max(stored_seq);
+        let lost = stats.seq > known;
+        let previous = entry
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(e, _)| e);
+        let epoch = match (lost, stats.epoch, previous) {
+            (true, _, _) => crate::registry::new_epoch(),
+            (false, e, _) if e != 0 => e,
+            (false, _, Some(e)) => e,
+            (false, _, None) => crate::registry::new_epoch(),
+        };
+        if lost {
+            tracing::warn!(room = %entry.name, last = stats.seq, stored = known, "messages of the dead worker were lost; new epoch");
+        }
+        (epoch, known.max(stats.seq))
+    } else {
+        match stored {
+            Ok(Some((epoch, seq))) => (epoch, seq),
+            Ok(None) => (crate::registry::new_epoch(), 0),
+            Err(e) => return Err(format!("the store is unavailable ({e}); the room cannot start")),
+        }
+    };
+    entry.set_history(epoch, seq);
+    if seq > 0 {
+        let recent = tokio::time::timeout(STORE_TIMEOUT, master.store.history(&entry.name, seq + 1, RECENT))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        entry.set_recent(
+            recent
+                .into_iter()
+                .filter(|m| m.epoch == epoch)
+                .map(|m| chat_shared::ipc::StoredMessage {
+                    epoch: m.epoch,
+                    seq: m.seq,
+                    user_id: m.user_id,
+                    name: m.name,
+                    text: m.text,
+                    ts: m.ts,
+                    deleted: m.deleted,
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
 /// Marks a room failed: it stays listed (status `failed`, with the reason)
 /// but its port is free again.
 fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String) {
     tracing::error!(room = %entry.name, %reason, "room failed");
     entry.set_state(RoomState::Failed(reason));
     master.registry.release(entry);
+    crate::catalog::forget(master, &entry.name);
 }
 
 /// Asks a room to shut down: over IPC when linked, else with SIGTERM.
@@ -283,7 +393,9 @@ pub fn alive(pid: u32) -> bool {
 
 /// Shuts every room down: ask, wait up to the grace period, then kill.
 pub async fn shutdown_all(master: &Shared) {
-    master.registry.set_accepting(false, true);
+    if master.registry.set_accepting(false, true) {
+        master.push_snapshots();
+    }
     let rooms = master.registry.all();
     for r in &rooms {
         if matches!(r.state(), RoomState::Ready | RoomState::Starting) {
@@ -292,7 +404,10 @@ pub async fn shutdown_all(master: &Shared) {
     }
     master.supervisors.close();
     let grace = master.cfg.shutdown_grace;
-    if tokio::time::timeout(grace, master.supervisors.wait()).await.is_err() {
+    if tokio::time::timeout(grace, master.supervisors.wait())
+        .await
+        .is_err()
+    {
         for r in &rooms {
             if alive(r.pid()) {
                 tracing::warn!(room = %r.name, pid = r.pid(), "room did not stop in time; killing it");

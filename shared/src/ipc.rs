@@ -66,6 +66,64 @@ pub struct Snapshot {
     pub version: u64,
     pub server: ServerConfig,
     pub room: RoomConfig,
+    /// Where the room's history continues: (epoch, last stored seq).
+    pub history: Option<(u64, u64)>,
+    /// The master's cache of reference data.
+    pub reference: Reference,
+    /// The room's latest stored messages, oldest first (at start only), so a
+    /// restarted room can serve resumes and history from memory.
+    pub recent: Vec<StoredMessage>,
+}
+
+/// Reference data the master caches from the store and hands to rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Increases with every change.
+    pub version: u64,
+    /// Profiles written by the platform: (user id, name). A name here wins
+    /// over the name in a token.
+    pub users: Vec<(String, String)>,
+    pub bans: Vec<Ban>,
+    pub filters: Vec<Filter>,
+}
+
+/// A ban: `room` `None` means every room, `until_ms` `None` means forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub user_id: String,
+    pub room: Option<String>,
+    pub until_ms: Option<u64>,
+    pub reason: Option<String>,
+}
+
+impl Ban {
+    /// Whether it bans `user` from `room` at `now_ms`.
+    pub fn applies(&self, user: &str, room: &str, now_ms: u64) -> bool {
+        self.user_id == user
+            && self.room.as_deref().is_none_or(|r| r == room)
+            && self.until_ms.is_none_or(|u| now_ms < u)
+    }
+}
+
+/// A word filter: `pattern` is a word (matched case-insensitively as a
+/// whole word) or `/a regex/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    pub pattern: String,
+    /// `true`: refuse the text; `false`: mask the match.
+    pub reject: bool,
+}
+
+/// A chat message on its way to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub epoch: u64,
+    pub seq: u64,
+    pub user_id: String,
+    pub name: String,
+    pub text: String,
+    pub ts: u64,
+    pub deleted: bool,
 }
 
 /// Server-wide configuration handed to every worker (may hold secrets: it
@@ -143,6 +201,13 @@ pub enum WorkerMsg {
     Ended {
         reason: String,
     },
+    /// Messages to store, in `seq` order (re-sent after a reconnect until
+    /// the master confirms them).
+    Messages(Vec<StoredMessage>),
+    /// A message was deleted by a moderator.
+    Deleted { seq: u64 },
+    /// A page of history older than the worker keeps in memory.
+    HistoryQuery { id: u64, before: u64, limit: u32 },
 }
 
 /// Master → worker.
@@ -166,4 +231,15 @@ pub enum MasterMsg {
     Shutdown {
         reason: String,
     },
+    /// Every message of the room up to `seq` is stored.
+    Durable { seq: u64 },
+    /// The answer to a `HistoryQuery` (`error` set when the store failed).
+    HistoryPage {
+        id: u64,
+        messages: Vec<StoredMessage>,
+        more: bool,
+        error: Option<String>,
+    },
+    /// A newer copy of the reference data.
+    Reference(Box<Reference>),
 }

@@ -46,6 +46,10 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const MUTED: &str = "muted";
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    /// The text matched a word filter that rejects it.
+    pub const FILTERED: &str = "filtered";
+    /// Storage is unavailable for now (retry later).
+    pub const UNAVAILABLE: &str = "unavailable";
     /// A frame the server could not serialize (a bug; never expected).
     pub const INTERNAL: &str = "internal";
 }

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use chat_shared::protocol::{ClientMsg, ServerMsg, close, code};
 
-use crate::room::{Conn, Room, encode, now_ms};
+use crate::filters::Verdict;
+use crate::room::{Conn, MAX_UNCONFIRMED, PendingAck, Room, encode, now_ms};
 
 /// Largest `signal` payload, serialized.
 pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
@@ -163,6 +164,14 @@ impl Room {
         if client_id.as_ref().is_some_and(|c| c.len() > MAX_SHORT_TEXT) {
             return self.error(conn, code::TOO_LONG, "client_id is too long", None);
         }
+        if self.pending_writes() >= MAX_UNCONFIRMED {
+            return self.error(
+                conn,
+                code::UNAVAILABLE,
+                "messages cannot be stored right now; retry later",
+                Some(1000),
+            );
+        }
         if !self.check_text(conn, &text) || !self.user_allows(conn) {
             return;
         }
@@ -196,18 +205,35 @@ impl Room {
             self.last_say.retain(|_, t| now < *t + slow);
             self.last_say.insert(conn.user_id.clone(), now);
         }
+        let text = match self.filters.apply(text) {
+            Verdict::Pass(t) => t,
+            Verdict::Reject => {
+                return self.error(conn, code::FILTERED, "the text was refused by a word filter", None);
+            }
+        };
         let msg = self.append(from, text);
         let seq = msg.seq;
         let bytes = encode(&ServerMsg::Message(msg));
         self.broadcast(&bytes, Some(conn.id), None);
-        let ack = encode(&ServerMsg::Ack { client_id, seq });
-        self.send_to(conn, &ack);
+        // The ack goes out once the message is stored (see `Room::confirm`).
+        self.acks.push_back(PendingAck {
+            seq,
+            out: conn.out.clone(),
+            client_id,
+        });
+        self.flush.notify_one();
     }
 
     fn whisper(&mut self, conn: &Conn, to: &str, text: String) {
         if !self.check_text(conn, &text) || !self.user_allows(conn) {
             return;
         }
+        let text = match self.filters.apply(text) {
+            Verdict::Pass(t) => t,
+            Verdict::Reject => {
+                return self.error(conn, code::FILTERED, "the text was refused by a word filter", None);
+            }
+        };
         if self.muted_for(&conn.user_id).is_some() {
             return self.error(conn, code::MUTED, "you are muted", None);
         }
@@ -245,12 +271,21 @@ impl Room {
         let before = before.unwrap_or(u64::MAX);
         let older: Vec<_> = self.history.iter().filter(|m| m.seq < before).collect();
         let start = older.len().saturating_sub(limit as usize);
-        let messages = older[start..].iter().map(|m| (*m).clone()).collect();
-        let bytes = encode(&ServerMsg::History {
-            messages,
-            more: start > 0,
-        });
-        self.send_to(conn, &bytes);
+        let page: Vec<_> = older[start..].iter().map(|m| (*m).clone()).collect();
+        // Older than the page: what memory still holds, then the store.
+        let boundary = page
+            .first()
+            .map(|m| m.seq)
+            .unwrap_or_else(|| before.min(self.history.front().map_or(self.seq + 1, |m| m.seq)));
+        if page.len() == limit as usize || boundary <= 1 {
+            let bytes = encode(&ServerMsg::History {
+                messages: page,
+                more: boundary > 1,
+            });
+            return self.send_to(conn, &bytes);
+        }
+        let missing = limit - u32::try_from(page.len()).unwrap_or(limit);
+        self.ask_history(conn.out.clone(), page, boundary, missing);
     }
 
     fn typing(&mut self, conn: &Conn) {
@@ -343,6 +378,12 @@ impl Room {
         m.text.clear();
         let bytes = encode(&ServerMsg::Deleted { seq, by });
         self.broadcast(&bytes, None, None);
+        // Not yet stored: it will be stored deleted. Stored: mark it there.
+        if let Some(u) = self.unconfirmed.iter_mut().find(|u| u.seq == seq) {
+            u.deleted = true;
+            u.text.clear();
+        }
+        self.tell_master(chat_shared::ipc::WorkerMsg::Deleted { seq });
     }
 
     fn signal(&mut self, conn: &Conn, to: &str, data: serde_json::Value) {

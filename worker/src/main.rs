@@ -6,6 +6,7 @@
 
 mod commands;
 mod conn;
+mod filters;
 mod identity;
 mod limits;
 mod master_link;
@@ -91,13 +92,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("cannot bind {addr}: {e}");
         }
     };
-    let epoch: u64 = rand::random::<u64>() >> 11; // fits a JSON number exactly
-    let room = Room::new(
+    // The master says where the history continues; a brand-new epoch
+    // otherwise (it fits a JSON number exactly).
+    let (epoch, seq) = snapshot
+        .history
+        .unwrap_or_else(|| ((rand::random::<u64>() >> 11).max(1), 0));
+    let mut room = Room::new(
         snapshot.room.name.clone(),
         snapshot.room.settings.clone(),
-        epoch.max(1),
+        epoch,
+        seq,
     );
+    room.apply_reference(snapshot.reference.clone());
+    room.load_recent(snapshot.recent);
     let (to_master, outgoing) = tokio::sync::mpsc::unbounded_channel();
+    room.to_master = Some(to_master.clone());
     let worker = Arc::new(Worker::new(
         args.port,
         snapshot.room.created_unix_ms,

@@ -23,6 +23,8 @@ use crate::state::Worker;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval of stats reports.
 const STATS_EVERY: Duration = Duration::from_millis(500);
+/// Time a closing room waits for its last messages to be stored.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -138,13 +140,24 @@ async fn session(
     let mut stats = tokio::time::interval(STATS_EVERY);
     let mut last = chat_shared::ipc::RoomStats::default();
     let mut last_heard = tokio::time::Instant::now();
+    let flush = worker.room().flush.clone();
+    // A new link: whatever the master has not confirmed is sent again.
+    worker.room().relink();
+    flush.notify_one();
     loop {
         tokio::select! {
             _ = worker.shutdown.cancelled() => {
                 while let Ok(m) = outgoing.try_recv() {
                     let _ = link.writer.send(&m).await;
                 }
+                let _ = tokio::time::timeout(FINAL_FLUSH, drain(worker, &mut link)).await;
                 return Ok(());
+            }
+            _ = flush.notified() => {
+                let batch = worker.room().take_unsent();
+                if !batch.is_empty() {
+                    link.writer.send(&WorkerMsg::Messages(batch)).await?;
+                }
             }
             m = outgoing.recv() => {
                 if let Some(m) = m {
@@ -170,6 +183,23 @@ async fn session(
     }
 }
 
+/// At the end: sends what is left and waits until the master stored it.
+async fn drain(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkError> {
+    let batch = worker.room().take_unsent();
+    if !batch.is_empty() {
+        link.writer.send(&WorkerMsg::Messages(batch)).await?;
+    }
+    while worker.room().pending_writes() > 0 {
+        let Some(msg) = link.reader.recv::<MasterMsg>().await? else {
+            return Err(LinkError::Closed);
+        };
+        if let Some(reply) = handle(worker, msg) {
+            link.writer.send(&reply).await?;
+        }
+    }
+    Ok(())
+}
+
 fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
     match msg {
         MasterMsg::Ping { nonce } => return Some(WorkerMsg::Pong { nonce }),
@@ -178,6 +208,14 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
         MasterMsg::Kick { user, reason } => {
             worker.room().disconnect_user(&user, close::KICKED, &reason);
         }
+        MasterMsg::Durable { seq } => worker.room().confirm(seq),
+        MasterMsg::HistoryPage {
+            id,
+            messages,
+            more,
+            error,
+        } => worker.room().history_answer(id, messages, more, error),
+        MasterMsg::Reference(r) => worker.room().apply_reference(*r),
         MasterMsg::Shutdown { reason } => {
             tracing::info!(room = %worker.name, %reason, "shutdown asked by the master");
             worker.end(&reason);
@@ -187,5 +225,8 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
 }
 
 fn apply_snapshot(worker: &Worker, snapshot: Snapshot) {
+    // The room's own history position wins over the snapshot's: it is the
+    // master that learns it from the room after a reconnect.
+    worker.room().apply_reference(snapshot.reference);
     *worker.server.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.server;
 }

@@ -9,16 +9,36 @@ use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use chat_shared::ipc::RoomStats;
+use chat_shared::ipc::{Reference, RoomStats, StoredMessage, WorkerMsg};
 use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close};
 use chat_shared::settings::RoomSettings;
 
+use crate::filters::Filters;
 use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
 use crate::outbound::Outbound;
 
 /// Messages kept in memory for resume and `history`, at least.
 pub const MIN_KEPT: usize = 1000;
+/// Messages waiting to be stored before `say` is refused: the buffer that
+/// carries a room through a master restart or a store outage.
+pub const MAX_UNCONFIRMED: usize = 100_000;
+
+/// An ack waiting for its message to be stored.
+#[derive(Debug)]
+pub struct PendingAck {
+    pub seq: u64,
+    pub out: Arc<Outbound>,
+    pub client_id: Option<String>,
+}
+
+/// A `history` request waiting for the store.
+#[derive(Debug)]
+pub struct PendingHistory {
+    pub out: Arc<Outbound>,
+    /// The part served from memory (newer than what the store returns).
+    pub memory: Vec<ChatMessage>,
+}
 
 /// One WebSocket connection of a member.
 #[derive(Debug)]
@@ -85,6 +105,22 @@ pub struct Room {
     pub last_say: HashMap<String, Instant>,
     pub closing: bool,
     next_conn: u64,
+    /// Messages not yet confirmed stored, oldest first.
+    pub unconfirmed: VecDeque<StoredMessage>,
+    /// Highest seq handed to the current master link.
+    pub sent_seq: u64,
+    /// Highest seq the master confirmed stored.
+    pub durable_seq: u64,
+    pub acks: VecDeque<PendingAck>,
+    pub reference: Reference,
+    pub user_names: HashMap<String, String>,
+    pub filters: Filters,
+    pub history_queries: HashMap<u64, PendingHistory>,
+    next_query: u64,
+    /// Messages for the master (stored messages travel separately).
+    pub to_master: Option<tokio::sync::mpsc::UnboundedSender<WorkerMsg>>,
+    /// Wakes the master link to send new messages at once.
+    pub flush: Arc<tokio::sync::Notify>,
     pub messages_in: u64,
     pub messages_out: u64,
     /// Connections of a shootout-mode room (no identity, no presence).
@@ -112,12 +148,23 @@ pub fn now_ms() -> u64 {
 }
 
 impl Room {
-    pub fn new(name: String, settings: RoomSettings, epoch: u64) -> Self {
+    pub fn new(name: String, settings: RoomSettings, epoch: u64, seq: u64) -> Self {
         Self {
             name,
             settings,
             epoch,
-            seq: 0,
+            seq,
+            unconfirmed: VecDeque::new(),
+            sent_seq: seq,
+            durable_seq: seq,
+            acks: VecDeque::new(),
+            reference: Reference::default(),
+            user_names: HashMap::new(),
+            filters: Filters::default(),
+            history_queries: HashMap::new(),
+            next_query: 0,
+            to_master: None,
+            flush: Arc::new(tokio::sync::Notify::new()),
             history: VecDeque::new(),
             users: HashMap::new(),
             bans: HashMap::new(),
@@ -206,11 +253,12 @@ impl Room {
         if self.closing {
             return Err(Refusal::new(close::GOING_AWAY, "room is closing"));
         }
-        if let Some(reason) = self.bans.get(&who.id) {
-            return Err(Refusal::new(
-                close::BANNED,
-                format!("banned from this room: {reason}"),
-            ));
+        if let Some(reason) = self.ban_reason(&who.id) {
+            return Err(Refusal::new(close::BANNED, format!("banned: {reason}")));
+        }
+        let mut who = who;
+        if let Some(name) = self.user_names.get(&who.id) {
+            who.name = name.clone();
         }
         let first = !self.users.contains_key(&who.id);
         if first
@@ -346,11 +394,164 @@ impl Room {
             ts: now_ms(),
             deleted: false,
         };
+        self.unconfirmed.push_back(StoredMessage {
+            epoch: self.epoch,
+            seq: msg.seq,
+            user_id: msg.from.id.clone(),
+            name: msg.from.name.clone(),
+            text: msg.text.clone(),
+            ts: msg.ts,
+            deleted: false,
+        });
         self.history.push_back(msg.clone());
         while self.history.len() > self.kept() {
             self.history.pop_front();
         }
         msg
+    }
+
+    /// Fills the in-memory history with the store's latest messages (a
+    /// restarted room serves resumes and history from memory again).
+    pub fn load_recent(&mut self, recent: Vec<StoredMessage>) {
+        for m in recent.into_iter().filter(|m| m.seq <= self.seq) {
+            self.history.push_back(ChatMessage {
+                seq: m.seq,
+                from: UserRef {
+                    id: m.user_id,
+                    name: m.name,
+                },
+                text: if m.deleted { String::new() } else { m.text },
+                ts: m.ts,
+                deleted: m.deleted,
+            });
+        }
+        while self.history.len() > self.kept() {
+            self.history.pop_front();
+        }
+    }
+
+    /// Messages not yet handed to the current master link.
+    pub fn take_unsent(&mut self) -> Vec<StoredMessage> {
+        let from = self.sent_seq;
+        let batch: Vec<StoredMessage> = self
+            .unconfirmed
+            .iter()
+            .filter(|m| m.seq > from)
+            .cloned()
+            .collect();
+        if let Some(last) = batch.last() {
+            self.sent_seq = last.seq;
+        }
+        batch
+    }
+
+    /// A new master link: everything unconfirmed is sent again.
+    pub fn relink(&mut self) {
+        self.sent_seq = self.durable_seq;
+    }
+
+    /// The master stored every message up to `seq`: acknowledge them.
+    pub fn confirm(&mut self, seq: u64) {
+        if seq <= self.durable_seq {
+            return;
+        }
+        self.durable_seq = seq;
+        self.sent_seq = self.sent_seq.max(seq);
+        while self.unconfirmed.front().is_some_and(|m| m.seq <= seq) {
+            self.unconfirmed.pop_front();
+        }
+        while self.acks.front().is_some_and(|a| a.seq <= seq) {
+            if let Some(a) = self.acks.pop_front() {
+                let ack = encode(&ServerMsg::Ack {
+                    client_id: a.client_id,
+                    seq: a.seq,
+                });
+                if a.out.send(&ack) {
+                    self.messages_out += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends a message to the master (if linked, else queued in the channel).
+    pub fn tell_master(&self, msg: WorkerMsg) {
+        if let Some(tx) = &self.to_master {
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Registers a history request for the store.
+    pub fn ask_history(&mut self, out: Arc<Outbound>, memory: Vec<ChatMessage>, before: u64, limit: u32) {
+        self.next_query += 1;
+        let id = self.next_query;
+        self.history_queries.insert(id, PendingHistory { out, memory });
+        self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
+    }
+
+    /// The store's answer to a history request.
+    pub fn history_answer(&mut self, id: u64, stored: Vec<StoredMessage>, more: bool, error: Option<String>) {
+        let Some(p) = self.history_queries.remove(&id) else {
+            return;
+        };
+        let bytes = match error {
+            Some(e) => encode(&ServerMsg::Error {
+                code: chat_shared::protocol::code::UNAVAILABLE.into(),
+                message: format!("history is unavailable: {e}"),
+                retry_after_ms: Some(1000),
+            }),
+            None => {
+                let mut messages: Vec<ChatMessage> = stored
+                    .into_iter()
+                    .map(|m| ChatMessage {
+                        seq: m.seq,
+                        from: UserRef {
+                            id: m.user_id,
+                            name: m.name,
+                        },
+                        text: if m.deleted { String::new() } else { m.text },
+                        ts: m.ts,
+                        deleted: m.deleted,
+                    })
+                    .collect();
+                messages.extend(p.memory);
+                encode(&ServerMsg::History { messages, more })
+            }
+        };
+        if p.out.send(&bytes) {
+            self.messages_out += 1;
+        }
+    }
+
+    /// Why a user may not be here, if banned (room ban or store ban).
+    pub fn ban_reason(&self, user_id: &str) -> Option<String> {
+        if let Some(r) = self.bans.get(user_id) {
+            return Some(r.clone());
+        }
+        let now = now_ms();
+        self.reference
+            .bans
+            .iter()
+            .find(|b| b.applies(user_id, &self.name, now))
+            .map(|b| b.reason.clone().unwrap_or_else(|| "banned".into()))
+    }
+
+    /// New reference data: names, filters, and bans that remove users.
+    pub fn apply_reference(&mut self, reference: Reference) {
+        if reference.version < self.reference.version {
+            return;
+        }
+        self.filters = Filters::new(&reference.filters);
+        self.user_names = reference.users.iter().cloned().collect();
+        self.reference = reference;
+        let banned: Vec<(String, String)> = self
+            .users
+            .keys()
+            .filter_map(|id| self.ban_reason(id).map(|r| (id.clone(), r)))
+            .collect();
+        for (id, reason) in banned {
+            tracing::info!(room = %self.name, user = %id, "removing a banned user");
+            self.disconnect_user(&id, close::BANNED, &format!("banned: {reason}"));
+        }
     }
 
     /// Closes every connection of a user with a close code.
@@ -397,6 +598,11 @@ impl Room {
             epoch: self.epoch,
             seq: self.seq,
         }
+    }
+
+    /// Messages waiting for the store.
+    pub fn pending_writes(&self) -> usize {
+        self.unconfirmed.len()
     }
 
     /// Adds a shootout-mode connection.

@@ -33,6 +33,10 @@ pub fn router(master: Shared) -> Router {
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/log-level", put(log_level).get(get_log_level))
+        .route("/api/v1/bans", post(add_ban).get(list_bans))
+        .route("/api/v1/bans/{user}", delete(remove_bans))
+        .route("/api/v1/cache", get(cache_info))
+        .route("/api/v1/cache/refresh", post(cache_refresh))
         .route_layer(from_fn_with_state(master.clone(), require_admin_key));
     Router::new()
         .route("/livez", get(livez))
@@ -56,13 +60,12 @@ async fn livez() -> Response {
 }
 
 async fn readyz(State(master): State<Shared>) -> Response {
-    if master.registry.accepting() && !master.shutdown.is_cancelled() {
-        data(StatusCode::OK, json!({"status": "ready"}))
+    if !master.registry.accepting() || master.shutdown.is_cancelled() {
+        data(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "draining"}))
+    } else if !master.store_ever_reached() {
+        data(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "store not reached yet"}))
     } else {
-        data(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "draining"}),
-        )
+        data(StatusCode::OK, json!({"status": "ready"}))
     }
 }
 
@@ -244,7 +247,9 @@ async fn drain(State(master): State<Shared>, body: Bytes) -> Response {
             Err(r) => return r,
         }
     };
-    master.registry.set_accepting(false, b.connections);
+    if master.registry.set_accepting(false, b.connections) {
+        master.push_snapshots();
+    }
     tracing::info!(connections = b.connections, "draining");
     data(
         StatusCode::OK,
@@ -253,9 +258,96 @@ async fn drain(State(master): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn resume(State(master): State<Shared>) -> Response {
-    master.registry.set_accepting(true, false);
+    if master.registry.set_accepting(true, false) {
+        master.push_snapshots();
+    }
     tracing::info!("accepting rooms again");
     data(StatusCode::OK, json!({"acceptingConnections": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    user: String,
+    #[serde(default)]
+    room: Option<String>,
+    /// RFC 3339 time or Unix milliseconds; absent: forever.
+    #[serde(default)]
+    until: Option<serde_json::Value>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn parse_until(v: &serde_json::Value) -> Result<u64, String> {
+    if let Some(ms) = v.as_u64() {
+        return Ok(ms);
+    }
+    let s = v.as_str().ok_or("until must be an RFC 3339 time or Unix milliseconds")?;
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("invalid until: {e}"))?;
+    u64::try_from(t.timestamp_millis()).map_err(|_| "until is before 1970".to_owned())
+}
+
+async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
+    let b: BanBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.user.trim().is_empty() || b.user.len() > 256 {
+        return message(StatusCode::BAD_REQUEST, "user must have 1 to 256 characters");
+    }
+    if let Some(room) = &b.room
+        && let Err(e) = chat_shared::room_name::validate(room)
+    {
+        return message(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let until_ms = match b.until.as_ref().map(parse_until).transpose() {
+        Ok(u) => u,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
+    };
+    let ban = crate::store::BanRecord {
+        user_id: b.user,
+        room: b.room,
+        until_ms,
+        reason: b.reason,
+    };
+    if let Err(e) = master.store.add_ban(&ban).await {
+        tracing::warn!(error = %e, "cannot store a ban");
+        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the ban was not recorded");
+    }
+    tracing::info!(user = %ban.user_id, room = ?ban.room, "ban added by an operator");
+    let version = crate::cache::refresh(&master).await.ok();
+    data(
+        StatusCode::CREATED,
+        json!({"user": ban.user_id, "room": ban.room, "until_ms": ban.until_ms, "reason": ban.reason, "cache_version": version}),
+    )
+}
+
+async fn list_bans(State(master): State<Shared>) -> Response {
+    data(StatusCode::OK, &master.cache.reference().bans)
+}
+
+async fn remove_bans(State(master): State<Shared>, Path(user): Path<String>) -> Response {
+    match master.store.remove_bans(&user).await {
+        Ok(removed) => {
+            let version = crate::cache::refresh(&master).await.ok();
+            data(StatusCode::OK, json!({"user": user, "removed": removed, "cache_version": version}))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot remove bans");
+            message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; nothing was removed")
+        }
+    }
+}
+
+async fn cache_info(State(master): State<Shared>) -> Response {
+    data(StatusCode::OK, master.cache.info())
+}
+
+async fn cache_refresh(State(master): State<Shared>) -> Response {
+    match crate::cache::refresh(&master).await {
+        Ok(_) => data(StatusCode::OK, master.cache.info()),
+        Err(_) => message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the cache was not refreshed"),
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,74 @@
+//! The room catalog in the store: which rooms exist, on which port, with
+//! which settings. A master started after a crash respawns the catalog's
+//! rooms that have no live worker (running workers are adopted first).
+
+use std::time::Duration;
+
+use chat_shared::settings::RoomSettings;
+
+use crate::registry::RoomEntry;
+use crate::state::Shared;
+use crate::store::RoomRecord;
+
+/// Time given to running workers to reconnect before the catalog is
+/// reconciled (their reconnection backoff tops out at 2 s).
+const ADOPTION_WINDOW: Duration = Duration::from_secs(3);
+
+/// Records a room in the catalog (in the background; failures are logged).
+pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
+    let now = crate::registry::now_ms();
+    let rec = RoomRecord {
+        name: entry.name.clone(),
+        port: entry.port(),
+        settings: serde_json::to_value(&entry.settings).unwrap_or_default(),
+        status: status.to_owned(),
+        epoch: entry.history.lock().unwrap_or_else(|p| p.into_inner()).map_or(0, |(e, _)| e),
+        created_ms: entry.created_unix_ms,
+        updated_ms: now,
+    };
+    let m = master.clone();
+    master.supervisors.spawn(async move {
+        if let Err(e) = m.store.upsert_room(&rec).await {
+            tracing::warn!(room = %rec.name, error = %e, "cannot record the room in the catalog");
+        }
+    });
+}
+
+/// Removes a room that ended on purpose from the catalog.
+pub fn forget(master: &Shared, name: &str) {
+    let m = master.clone();
+    let name = name.to_owned();
+    master.supervisors.spawn(async move {
+        if let Err(e) = m.store.remove_room(&name).await {
+            tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
+        }
+    });
+}
+
+/// Respawns catalog rooms that no running worker announced.
+pub async fn reconcile(master: Shared) {
+    tokio::select! {
+        _ = master.shutdown.cancelled() => return,
+        _ = tokio::time::sleep(ADOPTION_WINDOW) => {}
+    }
+    let rooms = match master.store.rooms().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the room catalog; rooms from before are not respawned");
+            return;
+        }
+    };
+    for rec in rooms {
+        if master.registry.get(&rec.name).is_some() {
+            continue;
+        }
+        let settings: RoomSettings = serde_json::from_value(rec.settings.clone()).unwrap_or_default();
+        match master.registry.reserve_at(&rec.name, settings, rec.port, rec.created_ms) {
+            Some(entry) => {
+                tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
+                crate::supervisor::start(&master, entry, None);
+            }
+            None => tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)"),
+        }
+    }
+}
