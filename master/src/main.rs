@@ -149,6 +149,8 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let writer_task = tokio::spawn(writer::run(master.clone(), writes));
     background.close();
 
+    let main_bound = main_listener.local_addr().unwrap_or(main_addr);
+    let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
     let servers = TaskTracker::new();
     servers.spawn(ipc_server::serve(master.clone(), ipc));
     let stop = master.api_stop.clone();
@@ -179,9 +181,10 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     run_dir
         .write_info(&MasterInfo {
             pid,
-            port: master.cfg.port,
-            admin_port: master.cfg.admin_port,
-            admin_url: format!("http://{admin_addr}"),
+            port: main_bound.port(),
+            admin_port: admin_bound.port(),
+            admin_url: rundir::local_url(admin_bound),
+            api_url: rundir::local_url(main_bound),
             version: chat_shared::VERSION,
         })
         .context("cannot write master.json")?;

@@ -32,7 +32,19 @@ pub struct MasterInfo {
     pub port: u16,
     pub admin_port: u16,
     pub admin_url: String,
+    pub api_url: String,
     pub version: &'static str,
+}
+
+/// A URL to reach a bound address locally (an all-interfaces address is
+/// reached on loopback).
+pub fn local_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 impl RunDir {

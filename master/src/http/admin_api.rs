@@ -35,6 +35,8 @@ pub fn router(master: Shared) -> Router {
         .route("/api/v1/log-level", put(log_level).get(get_log_level))
         .route("/api/v1/bans", post(add_ban).get(list_bans))
         .route("/api/v1/bans/{user}", delete(remove_bans))
+        .route("/api/v1/users/{id}", put(put_user))
+        .route("/api/v1/filters", post(add_filter).get(list_filters))
         .route("/api/v1/cache", get(cache_info))
         .route("/api/v1/cache/refresh", post(cache_refresh))
         .route_layer(from_fn_with_state(master.clone(), require_admin_key));
@@ -337,6 +339,76 @@ async fn remove_bans(State(master): State<Shared>, Path(user): Path<String>) -> 
             message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; nothing was removed")
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Writes a user profile (the platform may also write `users` directly).
+async fn put_user(State(master): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+    let b: UserBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = b.name.trim();
+    if id.is_empty() || id.len() > 256 || name.is_empty() || name.chars().count() > 64 {
+        return message(StatusCode::BAD_REQUEST, "id must have 1 to 256 characters and name 1 to 64");
+    }
+    let user = crate::store::UserRecord {
+        id,
+        name: name.to_owned(),
+        roles: b.roles,
+    };
+    if let Err(e) = master.store.upsert_user(&user).await {
+        tracing::warn!(error = %e, "cannot store a user");
+        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the user was not recorded");
+    }
+    let version = crate::cache::refresh(&master).await.ok();
+    data(StatusCode::OK, json!({"id": user.id, "name": user.name, "roles": user.roles, "cache_version": version}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterBody {
+    pattern: String,
+    action: String,
+}
+
+/// Adds a word filter (`mask` or `reject`).
+async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
+    let b: FilterBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(action) = crate::store::FilterAction::parse(&b.action) else {
+        return message(StatusCode::BAD_REQUEST, "action must be \"mask\" or \"reject\"");
+    };
+    let pattern = b.pattern.trim();
+    if pattern.is_empty() || pattern.len() > 256 {
+        return message(StatusCode::BAD_REQUEST, "pattern must have 1 to 256 characters");
+    }
+    let filter = crate::store::FilterRecord {
+        pattern: pattern.to_owned(),
+        action,
+    };
+    if let Err(e) = master.store.upsert_filter(&filter).await {
+        tracing::warn!(error = %e, "cannot store a filter");
+        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the filter was not recorded");
+    }
+    let version = crate::cache::refresh(&master).await.ok();
+    data(
+        StatusCode::CREATED,
+        json!({"pattern": filter.pattern, "action": action.as_str(), "cache_version": version}),
+    )
+}
+
+async fn list_filters(State(master): State<Shared>) -> Response {
+    data(StatusCode::OK, &master.cache.reference().filters)
 }
 
 async fn cache_info(State(master): State<Shared>) -> Response {

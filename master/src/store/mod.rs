@@ -66,6 +66,7 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Whether the database answers.
+    #[cfg_attr(not(test), allow(dead_code))]
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Creates the tables/collections and indexes; idempotent.
@@ -139,9 +140,4 @@ pub async fn open(uri: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>, 
             Ok(Arc::new(store))
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }

@@ -72,6 +72,7 @@ impl MongoStore {
     }
 
     /// The database in use.
+    #[cfg(test)]
     pub fn database(&self) -> &Database {
         &self.db
     }

@@ -82,6 +82,7 @@ pub struct BanRecord {
 
 impl BanRecord {
     /// Whether the ban is in force at `now_ms`.
+    #[cfg(test)]
     pub fn active_at(&self, now_ms: u64) -> bool {
         self.until_ms.is_none_or(|until| now_ms < until)
     }

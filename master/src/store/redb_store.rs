@@ -151,10 +151,6 @@ impl RedbStore {
         Ok(store)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
