@@ -14,11 +14,22 @@ use crate::store::RoomRecord;
 /// reconciled (their reconnection backoff tops out at 2 s).
 const ADOPTION_WINDOW: Duration = Duration::from_secs(3);
 
+/// This host's prefix in the catalog: several hosts may share one store,
+/// and each respawns only its own rooms. Room names never contain `/`.
+fn host_key(master: &Shared) -> String {
+    let host = master.cfg.host.clone().unwrap_or_else(|| master.hostname.clone());
+    format!("{host}:{}", master.cfg.port)
+}
+
+fn catalog_name(master: &Shared, room: &str) -> String {
+    format!("{}/{room}", host_key(master))
+}
+
 /// Records a room in the catalog (in the background; failures are logged).
 pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
     let now = crate::registry::now_ms();
     let rec = RoomRecord {
-        name: entry.name.clone(),
+        name: catalog_name(master, &entry.name),
         port: entry.port(),
         settings: serde_json::to_value(&entry.settings).unwrap_or_default(),
         status: status.to_owned(),
@@ -37,7 +48,7 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
 /// Removes a room that ended on purpose from the catalog.
 pub fn forget(master: &Shared, name: &str) {
     let m = master.clone();
-    let name = name.to_owned();
+    let name = catalog_name(master, name);
     master.supervisors.spawn(async move {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
@@ -58,7 +69,12 @@ pub async fn reconcile(master: Shared) {
             return;
         }
     };
-    for rec in rooms {
+    let mine = format!("{}/", host_key(&master));
+    for mut rec in rooms {
+        let Some(name) = rec.name.strip_prefix(&mine) else {
+            continue; // another host's room
+        };
+        rec.name = name.to_owned();
         if master.registry.get(&rec.name).is_some() {
             continue;
         }

@@ -222,6 +222,7 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
                     (s.messages_in, s.messages_out)
                 };
             master.metrics.messages(din, dout);
+            master.metrics.fanout(&s.fanout.since(&old.fanout));
             entry.set_stats(s);
         }
         WorkerMsg::Messages(messages) => {

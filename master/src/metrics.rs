@@ -3,6 +3,7 @@
 //! process at scrape time.
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
+use chat_shared::ipc::{FANOUT_BUCKETS, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::registry::RoomState;
@@ -11,6 +12,8 @@ use crate::state::Master;
 /// The master's metrics.
 pub struct Metrics {
     handle: Option<PrometheusHandle>,
+    /// Fan-out times reported by every room, summed.
+    fanout: std::sync::Mutex<Histogram>,
 }
 
 impl Metrics {
@@ -22,6 +25,7 @@ impl Metrics {
         describe();
         Ok(Self {
             handle: Some(handle),
+            fanout: std::sync::Mutex::new(Histogram::default()),
         })
     }
 
@@ -45,6 +49,31 @@ impl Metrics {
     pub fn messages(&self, received: u64, sent: u64) {
         counter!("chat_messages_in_total").increment(received);
         counter!("chat_messages_out_total").increment(sent);
+    }
+
+    /// Fan-out times a room reported since its last report.
+    pub fn fanout(&self, delta: &Histogram) {
+        if delta.count > 0 {
+            self.fanout.lock().unwrap_or_else(|p| p.into_inner()).add(delta);
+        }
+    }
+
+    /// The fan-out histogram in the text format.
+    fn render_fanout(&self) -> String {
+        let h = *self.fanout.lock().unwrap_or_else(|p| p.into_inner());
+        let name = "chat_fanout_duration_seconds";
+        let mut out = format!(
+            "# HELP {name} Time to serialize a chat message once and queue it for every member.\n# TYPE {name} histogram\n"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in FANOUT_BUCKETS.iter().zip(h.buckets) {
+            cumulative += n;
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+        }
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", h.count));
+        out.push_str(&format!("{name}_sum {}\n", h.sum_ns as f64 / 1e9));
+        out.push_str(&format!("{name}_count {}\n", h.count));
+        out
     }
 
     /// The text exposition, with gauges refreshed now.
@@ -80,13 +109,20 @@ impl Metrics {
             0.0
         });
         gauge!("chat_uptime_seconds").set(master.started.elapsed().as_secs_f64());
+        let cache = master.cache.info();
+        gauge!("chat_cache_version").set(cache.version as f64);
+        gauge!("chat_cache_age_seconds").set(cache.age_secs.unwrap_or(-1.0));
+        gauge!("chat_store_pending_writes").set(master.writer.pending() as f64);
+        gauge!("chat_store_up").set(if master.store_ever_reached() { 1.0 } else { 0.0 });
         let (cpu, rss) = process_usage();
         gauge!("process_cpu_seconds_total").set(cpu);
         gauge!("process_resident_memory_bytes").set(rss as f64);
-        match &self.handle {
+        let mut text = match &self.handle {
             Some(h) => h.render(),
             None => String::new(),
-        }
+        };
+        text.push_str(&self.render_fanout());
+        text
     }
 }
 
@@ -118,6 +154,13 @@ fn describe() {
         "1 when rooms can be created (not draining)."
     );
     describe_gauge!("chat_uptime_seconds", "Seconds since the master started.");
+    describe_gauge!("chat_cache_version", "Version of the reference-data cache.");
+    describe_gauge!("chat_cache_age_seconds", "Seconds since the cache was loaded (-1: never).");
+    describe_gauge!("chat_store_pending_writes", "Messages received from rooms, not yet stored.");
+    describe_gauge!("chat_store_up", "1 once the store has answered.");
+    describe_counter!("chat_store_errors_total", "Failed store writes (retried).");
+    describe_counter!("chat_lb_heartbeat_failures_total", "Failed load-balancer heartbeats.");
+    describe_gauge!("chat_lb_breaker_open", "1 while a load balancer's circuit breaker is open.");
     describe_gauge!(
         "process_cpu_seconds_total",
         "CPU time of the master process."

@@ -179,6 +179,65 @@ pub struct RoomStats {
     pub messages_out: u64,
     pub epoch: u64,
     pub seq: u64,
+    /// Messages waiting to be stored.
+    pub pending_writes: u32,
+    /// Fan-out time of chat messages (serialize once, queue for every
+    /// recipient), cumulative since the worker started.
+    pub fanout: Histogram,
+}
+
+/// Upper bounds of the fan-out histogram's buckets, in seconds.
+pub const FANOUT_BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5,
+];
+
+/// A cumulative histogram with the [`FANOUT_BUCKETS`] bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative across buckets).
+    pub buckets: [u64; 10],
+    /// Observations above the last bound.
+    pub over: u64,
+    pub count: u64,
+    pub sum_ns: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, secs: f64) {
+        match FANOUT_BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.buckets[i] += 1,
+            None => self.over += 1,
+        }
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add((secs * 1e9) as u64);
+    }
+
+    /// `self - earlier`, bucket by bucket (a restarted worker starts over:
+    /// then the whole of `self`).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        if self.count < earlier.count {
+            return *self;
+        }
+        let mut d = Histogram {
+            over: self.over.saturating_sub(earlier.over),
+            count: self.count - earlier.count,
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+            ..Default::default()
+        };
+        for i in 0..d.buckets.len() {
+            d.buckets[i] = self.buckets[i].saturating_sub(earlier.buckets[i]);
+        }
+        d
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for i in 0..self.buckets.len() {
+            self.buckets[i] += other.buckets[i];
+        }
+        self.over += other.over;
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
 }
 
 /// Worker → master.

@@ -213,8 +213,10 @@ impl Room {
         };
         let msg = self.append(from, text);
         let seq = msg.seq;
+        let started = Instant::now();
         let bytes = encode(&ServerMsg::Message(msg));
         self.broadcast(&bytes, Some(conn.id), None);
+        self.fanout.observe(started.elapsed().as_secs_f64());
         // The ack goes out once the message is stored (see `Room::confirm`).
         self.acks.push_back(PendingAck {
             seq,

@@ -123,6 +123,7 @@ pub struct Room {
     pub flush: Arc<tokio::sync::Notify>,
     pub messages_in: u64,
     pub messages_out: u64,
+    pub fanout: chat_shared::ipc::Histogram,
     /// Connections of a shootout-mode room (no identity, no presence).
     plain: HashMap<u64, Arc<Outbound>>,
 }
@@ -174,6 +175,7 @@ impl Room {
             next_conn: 0,
             messages_in: 0,
             messages_out: 0,
+            fanout: Default::default(),
             plain: HashMap::new(),
         }
     }
@@ -597,6 +599,8 @@ impl Room {
             messages_out: self.messages_out,
             epoch: self.epoch,
             seq: self.seq,
+            pending_writes: u32::try_from(self.unconfirmed.len()).unwrap_or(u32::MAX),
+            fanout: self.fanout,
         }
     }
 
@@ -619,12 +623,14 @@ impl Room {
     /// Sends a frame to every shootout-mode connection.
     pub fn broadcast_plain(&mut self, bytes: &Utf8Bytes) {
         self.messages_in += 1;
+        let started = Instant::now();
         let mut sent = 0;
         for out in self.plain.values() {
             if out.send(bytes) {
                 sent += 1;
             }
         }
+        self.fanout.observe(started.elapsed().as_secs_f64());
         self.messages_out += sent;
     }
 
