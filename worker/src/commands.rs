@@ -79,7 +79,8 @@ impl Room {
     pub fn strike(&mut self, conn: &Conn) {
         if conn.strikes.take().is_err() {
             tracing::warn!(room = %self.name, user = %conn.user_id, "closing a flooding connection");
-            conn.out.close(close::POLICY, "flooding");
+            // The errors already queued go out first, then the close.
+            conn.out.close_after_queue(close::POLICY, "flooding");
         }
     }
 
@@ -147,8 +148,9 @@ impl Room {
         };
         match wait {
             None => true,
+            // No strike: every frame already passed the connection's bucket,
+            // and a client that backs off on `retry_after_ms` is never closed.
             Some(wait) => {
-                self.strike(conn);
                 self.error(
                     conn,
                     code::RATE_LIMITED,

@@ -107,8 +107,16 @@ impl Outbound {
             if let Ok(mut slot) = self.close_frame.lock() {
                 *slot = Some((code, close_reason(reason)));
             }
-            // The writer drains what is queued, then sends the close frame.
+            // The writer drains what is queued, then sends the close frame;
+            // a client that does not read is cut after a grace period.
             let _ = self.tx.send(Frame::Wake);
+            let cancel = self.cancel.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tokio::time::sleep(CLOSE_AFTER_QUEUE_GRACE).await;
+                    cancel.cancel();
+                });
+            }
         }
     }
 
@@ -121,6 +129,9 @@ impl Outbound {
         self.close_frame.lock().ok().and_then(|g| g.clone())
     }
 }
+
+/// Time a connection closed after its queue gets to drain it.
+const CLOSE_AFTER_QUEUE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest close reason a WebSocket close frame can carry, in bytes.
 pub const MAX_CLOSE_REASON: usize = 123;

@@ -1,0 +1,677 @@
+//! A running `chatserver` master with its own run dir, ports and keys.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::procs::{self, pid_alive};
+
+/// Bound of the wait for `master.json`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerOpts {
+    /// Let the master generate its keys (no `KEY`/`ADMIN_KEY` in its env).
+    pub generated_keys: bool,
+    /// `JWT_SECRET` for the master's env.
+    pub jwt_secret: Option<String>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Number of ports in `--room-ports`.
+    pub room_ports: u16,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        Self {
+            generated_keys: false,
+            jwt_secret: None,
+            args: Vec::new(),
+            room_ports: 20,
+        }
+    }
+}
+
+impl ServerOpts {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn generated_keys(mut self) -> Self {
+        self.generated_keys = true;
+        self
+    }
+
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// A random `JWT_SECRET`.
+    pub fn with_jwt(self) -> Self {
+        self.jwt_secret(crate::random_string(32))
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// An HTTP answer, read completely.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body as JSON, `Value::Null` when it is not JSON.
+    pub json: Value,
+}
+
+impl Resp {
+    /// `json["data"]`.
+    pub fn data(&self) -> &Value {
+        &self.json["data"]
+    }
+
+    /// A header's value as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("")
+    }
+
+    /// The `message` of an error answer (or of `data`).
+    pub fn message(&self) -> &str {
+        self.json["message"]
+            .as_str()
+            .or_else(|| self.json["data"]["message"].as_str())
+            .unwrap_or("")
+    }
+
+    /// Panics unless the status is `status`.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected HTTP status; body: {}",
+            self.text
+        );
+        self
+    }
+}
+
+/// A running master.
+pub struct Server {
+    dir: tempfile::TempDir,
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub key: String,
+    pub admin_key: String,
+    pub jwt_secret: Option<String>,
+    pub room_ports: (u16, u16),
+    /// The master's pid.
+    pub pid: i32,
+    /// `master.json` as read at start.
+    pub master_json: Value,
+    child: Option<Child>,
+    http: reqwest::Client,
+    /// Every worker pid seen so far (killed on drop).
+    seen_pids: Mutex<BTreeSet<i32>>,
+}
+
+/// The `chatserver` binary: `$CHATSERVER_BIN`, or `chatserver` in the target
+/// dir of this test executable.
+pub fn chatserver_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHATSERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join("chatserver");
+        if candidate.is_file() {
+            return candidate;
+        }
+        if dir
+            .file_name()
+            .is_some_and(|n| n == "debug" || n == "release")
+            && dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == "target")
+        {
+            return candidate;
+        }
+    }
+    panic!(
+        "cannot find the chatserver binary from {}; build it (cargo build -p chatserver -p chatroom) or set CHATSERVER_BIN",
+        exe.display()
+    );
+}
+
+impl Server {
+    /// A server with default options.
+    pub async fn default_server() -> Server {
+        Self::start(ServerOpts::default()).await
+    }
+
+    /// Starts a master and waits until it is ready (`master.json` exists).
+    pub async fn start(opts: ServerOpts) -> Server {
+        let bin = chatserver_bin();
+        assert!(
+            bin.is_file(),
+            "{} does not exist; build it with cargo build -p chatserver -p chatroom",
+            bin.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("chat-tests-")
+            .tempdir()
+            .expect("tempdir");
+        let run_dir = dir.path().join("run");
+        let log_dir = dir.path().join("logs");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let port = procs::free_port();
+        let mut admin_port = procs::free_port();
+        while admin_port == port {
+            admin_port = procs::free_port();
+        }
+        let room_ports = procs::port_range(opts.room_ports);
+        let mut key = crate::random_string(24);
+        let mut admin_key = crate::random_string(24);
+
+        let stdout = std::fs::File::create(log_dir.join("master.stdout.log")).unwrap();
+        let stderr = std::fs::File::create(log_dir.join("master.stderr.log")).unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--data-dir")
+            .arg(run_dir.with_file_name("data"))
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--admin-port")
+            .arg(admin_port.to_string())
+            .arg("--room-ports")
+            .arg(format!("{}-{}", room_ports.0, room_ports.1))
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--room-bind")
+            .arg("127.0.0.1")
+            .args(&opts.args)
+            .env_remove("KEY")
+            .env_remove("ADMIN_KEY")
+            .env_remove("JWT_SECRET")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        if !opts.generated_keys {
+            cmd.env("KEY", &key).env("ADMIN_KEY", &admin_key);
+        }
+        if let Some(s) = &opts.jwt_secret {
+            cmd.env("JWT_SECRET", s);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+        let pid = child.id() as i32;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut server = Server {
+            dir,
+            run_dir,
+            log_dir,
+            port,
+            admin_port,
+            key: key.clone(),
+            admin_key: admin_key.clone(),
+            jwt_secret: opts.jwt_secret.clone(),
+            room_ports,
+            pid,
+            master_json: Value::Null,
+            child: Some(child),
+            http,
+            seen_pids: Mutex::new(BTreeSet::new()),
+        };
+        // From here on, a panic drops `server`, which prints the logs and
+        // kills what was started.
+        let master_json = server.await_ready().await;
+        assert_eq!(
+            master_json["pid"].as_i64(),
+            Some(i64::from(pid)),
+            "master.json: wrong pid: {master_json}"
+        );
+        assert_eq!(
+            master_json["port"].as_u64(),
+            Some(u64::from(port)),
+            "master.json: wrong port: {master_json}"
+        );
+        assert_eq!(
+            master_json["admin_port"].as_u64(),
+            Some(u64::from(admin_port)),
+            "master.json: wrong admin_port: {master_json}"
+        );
+        server.master_json = master_json;
+        if opts.generated_keys {
+            let keys = server.read_keys_json();
+            key = keys["key"]
+                .as_str()
+                .unwrap_or_else(|| panic!("keys.json has no key: {keys}"))
+                .to_owned();
+            admin_key = keys["admin_key"]
+                .as_str()
+                .unwrap_or_else(|| panic!("keys.json has no admin_key: {keys}"))
+                .to_owned();
+            server.key = key;
+            server.admin_key = admin_key;
+        }
+        server
+    }
+
+    async fn await_ready(&mut self) -> Value {
+        let path = self.run_dir.join("master.json");
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v.get("pid").is_some()
+            {
+                return v;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the master exited ({status}) before writing master.json\n{}",
+                    self.logs()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "the master did not write {} within {READY_TIMEOUT:?}\n{}",
+                    path.display(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `<run-dir>/keys.json`, parsed.
+    pub fn read_keys_json(&self) -> Value {
+        let path = self.run_dir.join("keys.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("keys.json is not JSON: {e}: {text}"))
+    }
+
+    /// The temporary directory holding the run dir and the logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    // ---- logs ----
+
+    /// Everything the master (and its workers) logged so far.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for dir in [&self.log_dir, &self.run_dir] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut paths: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+            paths.sort();
+            for p in paths {
+                if p.extension().is_some_and(|e| e == "log") && p.is_file() {
+                    let text = std::fs::read(&p).unwrap_or_default();
+                    let text = String::from_utf8_lossy(&text);
+                    // Keep the end of very long logs.
+                    let tail = if text.len() > 60_000 {
+                        let mut i = text.len() - 60_000;
+                        while !text.is_char_boundary(i) {
+                            i += 1;
+                        }
+                        &text[i..]
+                    } else {
+                        &text[..]
+                    };
+                    out.push_str(&format!("===== {} =====\n{tail}\n", p.display()));
+                }
+            }
+        }
+        out
+    }
+
+    // ---- process control ----
+
+    /// Whether the master process is still running.
+    pub fn master_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the master to exit, at most `bound`.
+    pub async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let child = self.child.as_mut().expect("master already reaped");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("the master did not exit within {bound:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (at most 15 s) for the master to exit.
+    pub async fn stop_gracefully(&mut self) -> ExitStatus {
+        self.remember_workers().await;
+        procs::signal(self.pid, Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(15)).await
+    }
+
+    /// Every worker pid seen so far.
+    pub fn seen_pids(&self) -> BTreeSet<i32> {
+        self.seen_pids.lock().unwrap().clone()
+    }
+
+    fn remember(&self, rooms: &Value) {
+        let mut seen = self.seen_pids.lock().unwrap();
+        let mut add = |r: &Value| {
+            if let Some(pid) = r["pid"].as_i64().filter(|&p| p > 0) {
+                seen.insert(pid as i32);
+            }
+        };
+        match rooms {
+            Value::Array(a) => a.iter().for_each(&mut add),
+            r => add(r),
+        }
+    }
+
+    /// Worker pids from the admin API and the master's children; remembered
+    /// for the final cleanup.
+    pub async fn remember_workers(&self) -> BTreeSet<i32> {
+        if let Ok(r) = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.admin(Method::GET, "/api/v1/rooms"),
+        )
+        .await
+            && r.status == 200
+        {
+            self.remember(r.data());
+        }
+        let children = procs::children_of(self.pid);
+        self.seen_pids.lock().unwrap().extend(children);
+        self.seen_pids()
+    }
+
+    /// Whether no process started for this server is left (master reaped or
+    /// gone, every worker seen gone, nothing mentions the run dir).
+    pub fn leftover_processes(&mut self) -> Vec<i32> {
+        let mut left: Vec<i32> = self
+            .seen_pids()
+            .into_iter()
+            .filter(|&p| pid_alive(p))
+            .collect();
+        for p in procs::pids_mentioning(&self.run_dir) {
+            if !left.contains(&p) {
+                left.push(p);
+            }
+        }
+        if self.master_running() && !left.contains(&self.pid) {
+            left.push(self.pid);
+        }
+        left
+    }
+
+    /// Worker pids from the admin API, synchronously (for `Drop`).
+    fn blocking_worker_pids(&self) -> Vec<i32> {
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.admin_port));
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return Vec::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+        let req = format!(
+            "GET /api/v1/rooms HTTP/1.0\r\nHost: 127.0.0.1\r\nX-API-Key: {}\r\nConnection: close\r\n\r\n",
+            self.admin_key
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        let Some((_, body)) = text.split_once("\r\n\r\n") else {
+            return Vec::new();
+        };
+        let Ok(v) = serde_json::from_str::<Value>(body) else {
+            return Vec::new();
+        };
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn kill_everything(&mut self) {
+        let mut pids = self.seen_pids();
+        let master_alive = self.master_running();
+        if master_alive {
+            pids.extend(self.blocking_worker_pids());
+            pids.extend(procs::children_of(self.pid));
+        }
+        pids.extend(procs::pids_mentioning(&self.run_dir));
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for &p in &pids {
+            if p != self.pid {
+                procs::sigkill(p);
+            }
+        }
+        for p in procs::pids_mentioning(&self.run_dir) {
+            procs::sigkill(p);
+        }
+    }
+
+    // ---- HTTP ----
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// One request; `key` goes in `X-API-Key`, `body` (JSON text) is sent as
+    /// `application/json`.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Resp {
+        let mut req = self.http.request(method.clone(), url);
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_owned());
+        }
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// A request to the main API with `KEY`.
+    pub async fn api(&self, method: Method, path: &str) -> Resp {
+        self.request(method, &self.api_url(path), Some(&self.key), None)
+            .await
+    }
+
+    /// A request to the admin API with `ADMIN_KEY`.
+    pub async fn admin(&self, method: Method, path: &str) -> Resp {
+        self.request(method, &self.admin_url(path), Some(&self.admin_key), None)
+            .await
+    }
+
+    /// `POST /api/v1/room/{name}` with an optional settings body.
+    pub async fn create_room_with(&self, name: &str, settings: Option<&Value>) -> Resp {
+        let body = settings.map(|s| s.to_string());
+        self.request(
+            Method::POST,
+            &self.api_url(&format!("/api/v1/room/{name}")),
+            Some(&self.key),
+            body.as_deref(),
+        )
+        .await
+    }
+
+    /// Creates a room with default settings; returns its port.
+    pub async fn create_room(&self, name: &str) -> u16 {
+        self.create_room_settings(name, None).await
+    }
+
+    /// Creates a room (asserting success); returns its port.
+    pub async fn create_room_settings(&self, name: &str, settings: Option<Value>) -> u16 {
+        let r = self.create_room_with(name, settings.as_ref()).await;
+        assert_eq!(r.status, 200, "creating room {name}: {}", r.text);
+        let port = r.data()["port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("creating room {name}: no port: {}", r.text));
+        assert!(port > 0, "creating room {name}: port 0: {}", r.text);
+        let port = port as u16;
+        assert!(
+            (self.room_ports.0..=self.room_ports.1).contains(&port),
+            "room {name} got port {port}, outside --room-ports {:?}",
+            self.room_ports
+        );
+        // Record the worker's pid for the cleanup.
+        let info = self.api(Method::GET, &format!("/api/v1/room/{name}")).await;
+        if info.status == 200 {
+            self.remember(info.data());
+        }
+        port
+    }
+
+    /// `GET /api/v1/rooms` on the main API: the `data` array.
+    pub async fn rooms(&self) -> Vec<Value> {
+        let r = self.api(Method::GET, "/api/v1/rooms").await;
+        assert_eq!(r.status, 200, "GET /api/v1/rooms: {}", r.text);
+        let rooms = r
+            .data()
+            .as_array()
+            .unwrap_or_else(|| panic!("GET /api/v1/rooms: data is not an array: {}", r.text))
+            .clone();
+        self.remember(r.data());
+        rooms
+    }
+
+    /// Names of the rooms the main API lists.
+    pub async fn room_names(&self) -> Vec<String> {
+        self.rooms()
+            .await
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// `GET /api/v1/room/{name}` with the key.
+    pub async fn room_info(&self, name: &str) -> Resp {
+        let r = self.api(Method::GET, &format!("/api/v1/room/{name}")).await;
+        if r.status == 200 {
+            self.remember(r.data());
+        }
+        r
+    }
+
+    /// The pid of a room's worker, from the API.
+    pub async fn room_pid(&self, name: &str) -> i32 {
+        let r = self.room_info(name).await;
+        assert_eq!(r.status, 200, "GET room {name}: {}", r.text);
+        let pid = r.data()["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("room {name} has no pid: {}", r.text));
+        pid as i32
+    }
+
+    /// `DELETE /api/v1/room/{name}/shutdown` on the admin API.
+    pub async fn shutdown_room(&self, name: &str) -> Resp {
+        self.admin(Method::DELETE, &format!("/api/v1/room/{name}/shutdown"))
+            .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- chatserver logs (master pid {}, run dir {}) -----\n{}",
+                self.pid,
+                self.run_dir.display(),
+                self.logs()
+            );
+        }
+        self.kill_everything();
+    }
+}
