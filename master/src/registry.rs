@@ -58,6 +58,8 @@ pub struct RoomEntry {
     pub ever_ready: AtomicBool,
     /// Restarts after crashes.
     pub restarts: AtomicU32,
+    /// An operator asked for a restart: the next exit respawns the worker.
+    pub restart_requested: AtomicBool,
     /// Where the worker's history starts: (epoch, seq), set before a spawn.
     pub history: Mutex<Option<(u64, u64)>>,
     /// Highest seq this master received from the room.
@@ -108,6 +110,7 @@ impl RoomEntry {
             bind_failed: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
+            restart_requested: AtomicBool::new(false),
             history: Mutex::new(None),
             received_seq: AtomicU64::new(0),
             recent: Mutex::new(Vec::new()),

@@ -197,6 +197,11 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         let pid = entry.pid();
         let exit = wait_exit(&mut proc).await;
         let state = entry.state();
+        if entry.restart_requested.swap(false, Ordering::AcqRel) && !master.shutdown.is_cancelled() {
+            tracing::info!(%room, pid, "restarting the room as asked");
+            entry.set_state(RoomState::Starting);
+            continue;
+        }
         // Asked to stop, or ended by itself (a clean exit): the room is over.
         if matches!(state, RoomState::Closing | RoomState::Closed)
             || master.shutdown.is_cancelled()
@@ -360,6 +365,19 @@ pub fn shutdown_room(entry: &RoomEntry, reason: &str) {
     entry.set_state(RoomState::Closing);
     if !entry.send(MasterMsg::Shutdown {
         reason: reason.to_owned(),
+        restart: false,
+    }) {
+        signal(entry.pid(), Signal::SIGTERM);
+    }
+}
+
+/// Restarts a room's worker (an operator's order): its clients get a 1012
+/// close (service restart), reconnect and resume; the room keeps its port, settings and seq.
+pub fn restart_room(entry: &RoomEntry) {
+    entry.restart_requested.store(true, Ordering::Release);
+    if !entry.send(MasterMsg::Shutdown {
+        reason: "room restarting; reconnect and resume".to_owned(),
+        restart: true,
     }) {
         signal(entry.pid(), Signal::SIGTERM);
     }

@@ -289,6 +289,9 @@ pub enum MasterMsg {
     /// Close every client (1001) and exit.
     Shutdown {
         reason: String,
+        /// The master restarts the room right away: clients get 1012
+        /// (service restart) instead of 1001, and should reconnect.
+        restart: bool,
     },
     /// Every message of the room up to `seq` is stored.
     Durable { seq: u64 },

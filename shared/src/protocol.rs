@@ -9,6 +9,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The room is shutting down or reached its time limit.
     pub const GOING_AWAY: u16 = 1001;
+    /// The room restarts (an operator's order): reconnect and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Flooding, or a slow consumer whose queue filled up.
     pub const POLICY: u16 = 1008;
     /// A frame larger than the limit.

@@ -571,7 +571,7 @@ impl Room {
 
     /// Tells everyone the room is closing, then closes every connection
     /// (after what is already queued) with 1001.
-    pub fn shutdown(&mut self, reason: &str) {
+    pub fn shutdown(&mut self, reason: &str, code: u16) {
         self.closing = true;
         let closing = encode(&ServerMsg::Closing {
             reason: reason.to_owned(),
@@ -580,11 +580,11 @@ impl Room {
         self.broadcast(&closing, None, None);
         for u in self.users.values() {
             for c in &u.conns {
-                c.out.close_after_queue(close::GOING_AWAY, reason);
+                c.out.close_after_queue(code, reason);
             }
         }
         for out in self.plain.values() {
-            out.close_after_queue(close::GOING_AWAY, reason);
+            out.close_after_queue(code, reason);
         }
     }
 

@@ -76,11 +76,16 @@ impl Worker {
 
     /// Ends the worker: clients get `closing` and a 1001 close frame.
     pub fn end(&self, reason: &str) {
+        self.end_with(reason, chat_shared::protocol::close::GOING_AWAY);
+    }
+
+    /// Ends the worker with a given close code (1001, or 1012 for a restart).
+    pub fn end_with(&self, reason: &str, code: u16) {
         if self.shutdown.is_cancelled() {
             return;
         }
         *self.end_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
-        self.room().shutdown(reason);
+        self.room().shutdown(reason, code);
         self.shutdown.cancel();
     }
 }

@@ -11,39 +11,63 @@ use chat_shared::ipc::MasterMsg;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{common_headers, data, message, not_found, require_admin_key};
+use super::{ADMIN_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_admin_key, route};
 use crate::load::load;
 use crate::registry::RoomState;
 use crate::state::Shared;
 use crate::supervisor::shutdown_room;
 
+/// Routes that need the admin key.
+fn keyed() -> Vec<Route> {
+    vec![
+        route("GET", "/api/v1/", get(app_info)),
+        route("GET", "/api/v1", get(app_info)),
+        route("GET", "/api/v1/load", get(get_load)),
+        route("GET", "/api/v1/rooms", get(list_rooms)),
+        route("GET", "/api/v1/rooms/{name}", get(room_info)),
+        route("DELETE", "/api/v1/room/{name}/shutdown", delete(shutdown_one)),
+        route("DELETE", "/api/v1/shutdown", delete(shutdown_all)),
+        route("POST", "/api/v1/restart", post(restart_master)),
+        route("POST", "/api/v1/broadcast", post(broadcast_all)),
+        route("POST", "/api/v1/rooms/{name}/broadcast", post(broadcast_one)),
+        route("POST", "/api/v1/rooms/{name}/kick", post(kick)),
+        route("POST", "/api/v1/rooms/{name}/restart", post(restart_one)),
+        route("POST", "/api/v1/drain", post(drain)),
+        route("POST", "/api/v1/resume", post(resume)),
+        route("PUT", "/api/v1/log-level", put(log_level)),
+        route("GET", "/api/v1/log-level", get(get_log_level)),
+        route("POST", "/api/v1/bans", post(add_ban)),
+        route("GET", "/api/v1/bans", get(list_bans)),
+        route("DELETE", "/api/v1/bans/{user}", delete(remove_bans)),
+        route("PUT", "/api/v1/users/{id}", put(put_user)),
+        route("POST", "/api/v1/filters", post(add_filter)),
+        route("GET", "/api/v1/filters", get(list_filters)),
+        route("GET", "/api/v1/cache", get(cache_info)),
+        route("POST", "/api/v1/cache/refresh", post(cache_refresh)),
+    ]
+}
+
+/// Routes open without a key (the admin API binds loopback by default).
+fn open() -> Vec<Route> {
+    vec![
+        route("GET", "/livez", get(livez)),
+        route("GET", "/readyz", get(readyz)),
+        route("GET", "/metrics", get(metrics)),
+        route("GET", "/api/v1/openapi.json", openapi(ADMIN_API_DOC)),
+    ]
+}
+
+/// Every route of the admin API.
+#[cfg(test)]
+pub fn routes() -> Vec<Route> {
+    let mut r = keyed();
+    r.extend(open());
+    r
+}
+
 pub fn router(master: Shared) -> Router {
-    let keyed = Router::new()
-        .route("/api/v1/", get(app_info))
-        .route("/api/v1", get(app_info))
-        .route("/api/v1/load", get(get_load))
-        .route("/api/v1/rooms", get(list_rooms))
-        .route("/api/v1/rooms/{name}", get(room_info))
-        .route("/api/v1/room/{name}/shutdown", delete(shutdown_one))
-        .route("/api/v1/shutdown", delete(shutdown_all))
-        .route("/api/v1/restart", post(restart_master))
-        .route("/api/v1/broadcast", post(broadcast_all))
-        .route("/api/v1/rooms/{name}/broadcast", post(broadcast_one))
-        .route("/api/v1/rooms/{name}/kick", post(kick))
-        .route("/api/v1/drain", post(drain))
-        .route("/api/v1/resume", post(resume))
-        .route("/api/v1/log-level", put(log_level).get(get_log_level))
-        .route("/api/v1/bans", post(add_ban).get(list_bans))
-        .route("/api/v1/bans/{user}", delete(remove_bans))
-        .route("/api/v1/users/{id}", put(put_user))
-        .route("/api/v1/filters", post(add_filter).get(list_filters))
-        .route("/api/v1/cache", get(cache_info))
-        .route("/api/v1/cache/refresh", post(cache_refresh))
-        .route_layer(from_fn_with_state(master.clone(), require_admin_key));
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let keyed = build(keyed()).route_layer(from_fn_with_state(master.clone(), require_admin_key));
+    build(open())
         .merge(keyed)
         .fallback(not_found)
         .layer(from_fn_with_state(master.clone(), common_headers))
@@ -120,6 +144,21 @@ async fn shutdown_all(State(master): State<Shared>) -> Response {
     tracing::info!("server shutdown asked by an operator");
     master.shutdown.cancel();
     data(StatusCode::ACCEPTED, json!({"message": "Shutting down"}))
+}
+
+async fn restart_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
+    match master.registry.get(&name) {
+        Some(r) if r.state() == RoomState::Ready => {
+            tracing::info!(room = %name, "room restart asked by an operator");
+            crate::supervisor::restart_room(&r);
+            data(StatusCode::ACCEPTED, json!({"name": name, "message": "Restarting"}))
+        }
+        Some(r) => message(
+            StatusCode::CONFLICT,
+            format!("room {name} is {}; only a ready room can be restarted", r.state().label()),
+        ),
+        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
+    }
 }
 
 async fn restart_master(State(master): State<Shared>) -> Response {

@@ -11,19 +11,40 @@ use chat_shared::room_name;
 use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
-use super::{common_headers, data, message, not_found, require_key};
+use super::{ROOM_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_key, route};
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
 
+/// Routes that need the room API key.
+fn keyed() -> Vec<Route> {
+    vec![
+        route("POST", "/api/v1/room/{name}", post(create_room)),
+        route("GET", "/api/v1/room/{name}", get(room_info)),
+        route("GET", "/api/v1/rooms", get(list_rooms)),
+    ]
+}
+
+/// Routes open without a key.
+fn open() -> Vec<Route> {
+    vec![
+        route("GET", "/api/v1/", get(app_info)),
+        route("GET", "/api/v1", get(app_info)),
+        route("GET", "/api/v1/health", get(health)),
+        route("GET", "/api/v1/openapi.json", openapi(ROOM_API_DOC)),
+    ]
+}
+
+/// Every route of the room API.
+#[cfg(test)]
+pub fn routes() -> Vec<Route> {
+    let mut r = keyed();
+    r.extend(open());
+    r
+}
+
 pub fn router(master: Shared) -> Router {
-    let keyed = Router::new()
-        .route("/api/v1/room/{name}", post(create_room).get(room_info))
-        .route("/api/v1/rooms", get(list_rooms))
-        .route_layer(from_fn_with_state(master.clone(), require_key));
-    Router::new()
-        .route("/api/v1/", get(app_info))
-        .route("/api/v1", get(app_info))
-        .route("/api/v1/health", get(health))
+    let keyed = build(keyed()).route_layer(from_fn_with_state(master.clone(), require_key));
+    build(open())
         .merge(keyed)
         .fallback(not_found)
         .layer(from_fn_with_state(master.clone(), common_headers))

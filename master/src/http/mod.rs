@@ -4,7 +4,9 @@
 pub mod admin_api;
 pub mod main_api;
 
+use axum::Router;
 use axum::extract::{Request, State};
+use axum::routing::MethodRouter;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,81 @@ use serde_json::json;
 
 use crate::keys;
 use crate::state::Shared;
+
+/// One route of an API. The routers are built from these tables, and the
+/// OpenAPI documents are checked against the same tables, so every route
+/// the server answers is documented.
+pub struct Route {
+    /// Read by the documentation check.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub method: &'static str,
+    pub path: &'static str,
+    pub handler: MethodRouter<Shared>,
+}
+
+pub fn route(method: &'static str, path: &'static str, handler: MethodRouter<Shared>) -> Route {
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// A router holding the routes of a table.
+pub fn build(routes: Vec<Route>) -> Router<Shared> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |r, x| r.route(x.path, x.handler))
+}
+
+/// Serves an OpenAPI document.
+pub fn openapi(doc: &'static str) -> MethodRouter<Shared> {
+    axum::routing::get(move || async move {
+        ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
+    })
+}
+
+/// The room API's OpenAPI document.
+pub const ROOM_API_DOC: &str = include_str!("../../../docs/openapi/room-api.json");
+/// The admin API's OpenAPI document.
+pub const ADMIN_API_DOC: &str = include_str!("../../../docs/openapi/admin-api.json");
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (method, path) pairs of an OpenAPI document.
+    fn documented(doc: &str) -> BTreeSet<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(doc).expect("the OpenAPI document is JSON");
+        assert!(v["openapi"].as_str().is_some_and(|s| s.starts_with("3.")), "OpenAPI 3");
+        let mut set = BTreeSet::new();
+        for (path, item) in v["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    set.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        set
+    }
+
+    fn served(routes: Vec<super::Route>) -> BTreeSet<(String, String)> {
+        routes
+            .into_iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_room_api_route_is_documented() {
+        assert_eq!(served(super::main_api::routes()), documented(super::ROOM_API_DOC));
+    }
+
+    #[test]
+    fn every_admin_api_route_is_documented() {
+        assert_eq!(served(super::admin_api::routes()), documented(super::ADMIN_API_DOC));
+    }
+}
 
 /// `{"data": ...}` with a status.
 pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
