@@ -129,7 +129,13 @@ pub async fn refresh(master: &Shared) -> Result<u64, String> {
         Ok(data) => {
             master.store_reached();
             if let Some(r) = master.cache.install(data) {
-                tracing::info!(version = r.version, users = r.users.len(), bans = r.bans.len(), filters = r.filters.len(), "reference data changed; pushing it to rooms");
+                tracing::info!(
+                    version = r.version,
+                    users = r.users.len(),
+                    bans = r.bans.len(),
+                    filters = r.filters.len(),
+                    "reference data changed; pushing it to rooms"
+                );
                 for room in master.registry.all() {
                     room.send(MasterMsg::Reference(Box::new((*r).clone())));
                 }

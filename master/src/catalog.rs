@@ -17,7 +17,11 @@ const ADOPTION_WINDOW: Duration = Duration::from_secs(3);
 /// This host's prefix in the catalog: several hosts may share one store,
 /// and each respawns only its own rooms. Room names never contain `/`.
 fn host_key(master: &Shared) -> String {
-    let host = master.cfg.host.clone().unwrap_or_else(|| master.hostname.clone());
+    let host = master
+        .cfg
+        .host
+        .clone()
+        .unwrap_or_else(|| master.hostname.clone());
     format!("{host}:{}", master.cfg.port)
 }
 
@@ -33,7 +37,11 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
         port: entry.port(),
         settings: serde_json::to_value(&entry.settings).unwrap_or_default(),
         status: status.to_owned(),
-        epoch: entry.history.lock().unwrap_or_else(|p| p.into_inner()).map_or(0, |(e, _)| e),
+        epoch: entry
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(0, |(e, _)| e),
         created_ms: entry.created_unix_ms,
         updated_ms: now,
     };
@@ -78,13 +86,19 @@ pub async fn reconcile(master: Shared) {
         if master.registry.get(&rec.name).is_some() {
             continue;
         }
-        let settings: RoomSettings = serde_json::from_value(rec.settings.clone()).unwrap_or_default();
-        match master.registry.reserve_at(&rec.name, settings, rec.port, rec.created_ms) {
+        let settings: RoomSettings =
+            serde_json::from_value(rec.settings.clone()).unwrap_or_default();
+        match master
+            .registry
+            .reserve_at(&rec.name, settings, rec.port, rec.created_ms)
+        {
             Some(entry) => {
                 tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
                 crate::supervisor::start(&master, entry, None);
             }
-            None => tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)"),
+            None => {
+                tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)")
+            }
         }
     }
 }

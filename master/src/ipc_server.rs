@@ -152,33 +152,36 @@ fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
 /// Serves a page of history from the store to a room.
 async fn answer_history(master: Shared, room: String, id: u64, before: u64, limit: u32) {
     let limit = limit.clamp(1, 100);
-    let reply = match tokio::time::timeout(HISTORY_TIMEOUT, master.store.history(&room, before, limit)).await {
-        Ok(Ok(page)) => {
-            let more = page.len() == limit as usize && page.first().is_some_and(|m| m.seq > 1);
-            MasterMsg::HistoryPage {
-                id,
-                messages: page
-                    .into_iter()
-                    .map(|m| StoredMessage {
-                        epoch: m.epoch,
-                        seq: m.seq,
-                        user_id: m.user_id,
-                        name: m.name,
-                        text: m.text,
-                        ts: m.ts,
-                        deleted: m.deleted,
-                    })
-                    .collect(),
-                more,
-                error: None,
+    let reply =
+        match tokio::time::timeout(HISTORY_TIMEOUT, master.store.history(&room, before, limit))
+            .await
+        {
+            Ok(Ok(page)) => {
+                let more = page.len() == limit as usize && page.first().is_some_and(|m| m.seq > 1);
+                MasterMsg::HistoryPage {
+                    id,
+                    messages: page
+                        .into_iter()
+                        .map(|m| StoredMessage {
+                            epoch: m.epoch,
+                            seq: m.seq,
+                            user_id: m.user_id,
+                            name: m.name,
+                            text: m.text,
+                            ts: m.ts,
+                            deleted: m.deleted,
+                        })
+                        .collect(),
+                    more,
+                    error: None,
+                }
             }
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%room, error = %e, "history query failed");
-            history_error(id, "the store failed")
-        }
-        Err(_) => history_error(id, "the store did not answer in time"),
-    };
+            Ok(Err(e)) => {
+                tracing::warn!(%room, error = %e, "history query failed");
+                history_error(id, "the store failed")
+            }
+            Err(_) => history_error(id, "the store did not answer in time"),
+        };
     if let Some(entry) = master.registry.get(&room) {
         entry.send(reply);
     }

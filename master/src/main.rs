@@ -208,7 +208,10 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     if master.writer.pending() > 0 {
-        tracing::error!(pending = master.writer.pending(), "stopping with messages not written to the store");
+        tracing::error!(
+            pending = master.writer.pending(),
+            "stopping with messages not written to the store"
+        );
     }
     writer_task.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;

@@ -2,8 +2,8 @@
 //! recorded where things happen; gauges are read from the registry and the
 //! process at scrape time.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
 use chat_shared::ipc::{FANOUT_BUCKETS, Histogram};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::registry::RoomState;
@@ -54,7 +54,10 @@ impl Metrics {
     /// Fan-out times a room reported since its last report.
     pub fn fanout(&self, delta: &Histogram) {
         if delta.count > 0 {
-            self.fanout.lock().unwrap_or_else(|p| p.into_inner()).add(delta);
+            self.fanout
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(delta);
         }
     }
 
@@ -113,7 +116,11 @@ impl Metrics {
         gauge!("chat_cache_version").set(cache.version as f64);
         gauge!("chat_cache_age_seconds").set(cache.age_secs.unwrap_or(-1.0));
         gauge!("chat_store_pending_writes").set(master.writer.pending() as f64);
-        gauge!("chat_store_up").set(if master.store_ever_reached() { 1.0 } else { 0.0 });
+        gauge!("chat_store_up").set(if master.store_ever_reached() {
+            1.0
+        } else {
+            0.0
+        });
         let (cpu, rss) = process_usage();
         gauge!("process_cpu_seconds_total").set(cpu);
         gauge!("process_resident_memory_bytes").set(rss as f64);
@@ -155,12 +162,24 @@ fn describe() {
     );
     describe_gauge!("chat_uptime_seconds", "Seconds since the master started.");
     describe_gauge!("chat_cache_version", "Version of the reference-data cache.");
-    describe_gauge!("chat_cache_age_seconds", "Seconds since the cache was loaded (-1: never).");
-    describe_gauge!("chat_store_pending_writes", "Messages received from rooms, not yet stored.");
+    describe_gauge!(
+        "chat_cache_age_seconds",
+        "Seconds since the cache was loaded (-1: never)."
+    );
+    describe_gauge!(
+        "chat_store_pending_writes",
+        "Messages received from rooms, not yet stored."
+    );
     describe_gauge!("chat_store_up", "1 once the store has answered.");
     describe_counter!("chat_store_errors_total", "Failed store writes (retried).");
-    describe_counter!("chat_lb_heartbeat_failures_total", "Failed load-balancer heartbeats.");
-    describe_gauge!("chat_lb_breaker_open", "1 while a load balancer's circuit breaker is open.");
+    describe_counter!(
+        "chat_lb_heartbeat_failures_total",
+        "Failed load-balancer heartbeats."
+    );
+    describe_gauge!(
+        "chat_lb_breaker_open",
+        "1 while a load balancer's circuit breaker is open."
+    );
     describe_gauge!(
         "process_cpu_seconds_total",
         "CPU time of the master process."

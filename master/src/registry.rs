@@ -335,7 +335,13 @@ impl Registry {
     }
 
     /// Reserves a room from the catalog, on its old port when free.
-    pub fn reserve_at(&self, name: &str, settings: RoomSettings, port: u16, created_ms: u64) -> Option<Arc<RoomEntry>> {
+    pub fn reserve_at(
+        &self,
+        name: &str,
+        settings: RoomSettings,
+        port: u16,
+        created_ms: u64,
+    ) -> Option<Arc<RoomEntry>> {
         let mut rooms = lock(&self.rooms);
         if rooms.contains_key(name) {
             return None;
@@ -453,6 +459,6 @@ fn millis(d: Duration) -> u64 {
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| millis(d))
+        .map(millis)
         .unwrap_or(0)
 }

@@ -10,11 +10,11 @@ use chat_shared::ipc::{MasterMsg, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
-use crate::cache::Cache;
 use crate::registry::{Registry, RoomEntry};
 use crate::store::Store;
 use crate::writer::Writer;

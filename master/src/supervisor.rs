@@ -176,28 +176,29 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             None => match prepare(&master, &entry).await {
                 Err(e) => return fail(&master, &entry, e),
                 Ok(()) => match spawn_worker(&master, &entry) {
-                Ok(c) => {
-                    let pid = c.id().unwrap_or(0);
-                    entry.pid.store(pid, Ordering::Release);
-                    tracing::info!(%room, pid, port = entry.port(), "room worker spawned");
-                    master.metrics.worker_started();
-                    Proc::Child(c)
-                }
-                Err(e) => {
-                    tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
-                    return fail(
-                        &master,
-                        &entry,
-                        format!("cannot spawn the room worker: {e}"),
-                    );
-                }
+                    Ok(c) => {
+                        let pid = c.id().unwrap_or(0);
+                        entry.pid.store(pid, Ordering::Release);
+                        tracing::info!(%room, pid, port = entry.port(), "room worker spawned");
+                        master.metrics.worker_started();
+                        Proc::Child(c)
+                    }
+                    Err(e) => {
+                        tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
+                        return fail(
+                            &master,
+                            &entry,
+                            format!("cannot spawn the room worker: {e}"),
+                        );
+                    }
                 },
             },
         };
         let pid = entry.pid();
         let exit = wait_exit(&mut proc).await;
         let state = entry.state();
-        if entry.restart_requested.swap(false, Ordering::AcqRel) && !master.shutdown.is_cancelled() {
+        if entry.restart_requested.swap(false, Ordering::AcqRel) && !master.shutdown.is_cancelled()
+        {
             tracing::info!(%room, pid, "restarting the room as asked");
             entry.set_state(RoomState::Starting);
             continue;
@@ -300,7 +301,12 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
         .and_then(|r| r.map_err(|e| e.to_string()));
     let (epoch, seq) = if restart {
         let stats = entry.stats();
-        let stored_seq = stored.as_ref().ok().copied().flatten().map_or(0, |(_, s)| s);
+        let stored_seq = stored
+            .as_ref()
+            .ok()
+            .copied()
+            .flatten()
+            .map_or(0, |(_, s)| s);
         let known = entry.received_seq.load(Ordering::Acquire).max(stored_seq);
         let lost = stats.seq > known;
         let previous = entry
@@ -322,16 +328,23 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
         match stored {
             Ok(Some((epoch, seq))) => (epoch, seq),
             Ok(None) => (crate::registry::new_epoch(), 0),
-            Err(e) => return Err(format!("the store is unavailable ({e}); the room cannot start")),
+            Err(e) => {
+                return Err(format!(
+                    "the store is unavailable ({e}); the room cannot start"
+                ));
+            }
         }
     };
     entry.set_history(epoch, seq);
     if seq > 0 {
-        let recent = tokio::time::timeout(STORE_TIMEOUT, master.store.history(&entry.name, seq + 1, RECENT))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let recent = tokio::time::timeout(
+            STORE_TIMEOUT,
+            master.store.history(&entry.name, seq + 1, RECENT),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
         entry.set_recent(
             recent
                 .into_iter()

@@ -23,8 +23,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// One write.
 #[derive(Debug)]
 pub enum Write {
-    Messages { room: String, messages: Vec<StoredMessage> },
-    Delete { room: String, seq: u64 },
+    Messages {
+        room: String,
+        messages: Vec<StoredMessage>,
+    },
+    Delete {
+        room: String,
+        seq: u64,
+    },
 }
 
 /// The sending side, shared by the IPC sessions.
@@ -101,19 +107,31 @@ pub async fn run(master: Shared, mut rx: mpsc::UnboundedReceiver<Write>) {
                     entry.send(MasterMsg::Durable { seq });
                 }
             }
-            master.writer.pending.fetch_sub(records.len(), Ordering::AcqRel);
+            master
+                .writer
+                .pending
+                .fetch_sub(records.len(), Ordering::AcqRel);
         }
         for (room, seq) in deletes {
-            retry(&master, "mark a message deleted", || master.store.mark_deleted(&room, seq)).await;
+            retry(&master, "mark a message deleted", || {
+                master.store.mark_deleted(&room, seq)
+            })
+            .await;
         }
         gauge!("chat_store_pending_writes").set(master.writer.pending() as f64);
     }
 }
 
 async fn store_messages(master: &Shared, records: &[MessageRecord]) {
-    let outcome = retry(master, "store messages", || master.store.insert_messages(records)).await;
+    let outcome = retry(master, "store messages", || {
+        master.store.insert_messages(records)
+    })
+    .await;
     if outcome.duplicates > 0 {
-        tracing::debug!(duplicates = outcome.duplicates, "messages were already stored (a resend)");
+        tracing::debug!(
+            duplicates = outcome.duplicates,
+            "messages were already stored (a resend)"
+        );
     }
 }
 
@@ -129,7 +147,10 @@ where
         match call().await {
             Ok(v) => {
                 if failing {
-                    tracing::info!(pending = master.writer.pending(), "the store is back; writing again");
+                    tracing::info!(
+                        pending = master.writer.pending(),
+                        "the store is back; writing again"
+                    );
                 }
                 master.store_reached();
                 return v;

@@ -264,9 +264,15 @@ pub enum WorkerMsg {
     /// the master confirms them).
     Messages(Vec<StoredMessage>),
     /// A message was deleted by a moderator.
-    Deleted { seq: u64 },
+    Deleted {
+        seq: u64,
+    },
     /// A page of history older than the worker keeps in memory.
-    HistoryQuery { id: u64, before: u64, limit: u32 },
+    HistoryQuery {
+        id: u64,
+        before: u64,
+        limit: u32,
+    },
 }
 
 /// Master → worker.
@@ -294,7 +300,9 @@ pub enum MasterMsg {
         restart: bool,
     },
     /// Every message of the room up to `seq` is stored.
-    Durable { seq: u64 },
+    Durable {
+        seq: u64,
+    },
     /// The answer to a `HistoryQuery` (`error` set when the store failed).
     HistoryPage {
         id: u64,

@@ -210,7 +210,12 @@ impl Room {
         let text = match self.filters.apply(text) {
             Verdict::Pass(t) => t,
             Verdict::Reject => {
-                return self.error(conn, code::FILTERED, "the text was refused by a word filter", None);
+                return self.error(
+                    conn,
+                    code::FILTERED,
+                    "the text was refused by a word filter",
+                    None,
+                );
             }
         };
         let msg = self.append(from, text);
@@ -235,7 +240,12 @@ impl Room {
         let text = match self.filters.apply(text) {
             Verdict::Pass(t) => t,
             Verdict::Reject => {
-                return self.error(conn, code::FILTERED, "the text was refused by a word filter", None);
+                return self.error(
+                    conn,
+                    code::FILTERED,
+                    "the text was refused by a word filter",
+                    None,
+                );
             }
         };
         if self.muted_for(&conn.user_id).is_some() {

@@ -27,7 +27,10 @@ fn compile(pattern: &str) -> Option<Regex> {
         Some(re) if !re.is_empty() => format!("(?i){re}"),
         _ => format!(r"(?i)\b{}\b", regex::escape(p)),
     };
-    match regex::RegexBuilder::new(&source).size_limit(1 << 20).build() {
+    match regex::RegexBuilder::new(&source)
+        .size_limit(1 << 20)
+        .build()
+    {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(pattern = %p, error = %e, "skipping an invalid filter pattern");
@@ -60,7 +63,9 @@ impl Filters {
         for r in &self.mask {
             if r.is_match(&text) {
                 text = r
-                    .replace_all(&text, |c: &regex::Captures<'_>| "*".repeat(c[0].chars().count()))
+                    .replace_all(&text, |c: &regex::Captures<'_>| {
+                        "*".repeat(c[0].chars().count())
+                    })
                     .into_owned();
             }
         }
@@ -82,7 +87,10 @@ mod tests {
     #[test]
     fn masks_and_rejects() {
         let fl = Filters::new(&[f("darn", false), f("/sp[a4]m+/", true), f("/(/", true)]);
-        assert_eq!(fl.apply("Darn it, darned".into()), Verdict::Pass("**** it, darned".into()));
+        assert_eq!(
+            fl.apply("Darn it, darned".into()),
+            Verdict::Pass("**** it, darned".into())
+        );
         assert_eq!(fl.apply("buy SPAMMM".into()), Verdict::Reject);
         assert_eq!(fl.apply("fine".into()), Verdict::Pass("fine".into()));
     }

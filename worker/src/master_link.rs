@@ -217,7 +217,11 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
         } => worker.room().history_answer(id, messages, more, error),
         MasterMsg::Reference(r) => worker.room().apply_reference(*r),
         MasterMsg::Shutdown { reason, restart } => {
-            let code = if restart { close::SERVICE_RESTART } else { close::GOING_AWAY };
+            let code = if restart {
+                close::SERVICE_RESTART
+            } else {
+                close::GOING_AWAY
+            };
             tracing::info!(room = %worker.name, %reason, "shutdown asked by the master");
             worker.end_with(&reason, code);
         }

@@ -376,13 +376,13 @@ impl Room {
             return;
         };
         user.conns.retain(|c| c.id != conn.id);
-        if user.conns.is_empty() {
-            if let Some(user) = self.users.remove(&conn.user_id) {
-                let left = encode(&ServerMsg::Left {
-                    user: user.user_ref(),
-                });
-                self.broadcast(&left, None, None);
-            }
+        if user.conns.is_empty()
+            && let Some(user) = self.users.remove(&conn.user_id)
+        {
+            let left = encode(&ServerMsg::Left {
+                user: user.user_ref(),
+            });
+            self.broadcast(&left, None, None);
         }
     }
 
@@ -483,15 +483,28 @@ impl Room {
     }
 
     /// Registers a history request for the store.
-    pub fn ask_history(&mut self, out: Arc<Outbound>, memory: Vec<ChatMessage>, before: u64, limit: u32) {
+    pub fn ask_history(
+        &mut self,
+        out: Arc<Outbound>,
+        memory: Vec<ChatMessage>,
+        before: u64,
+        limit: u32,
+    ) {
         self.next_query += 1;
         let id = self.next_query;
-        self.history_queries.insert(id, PendingHistory { out, memory });
+        self.history_queries
+            .insert(id, PendingHistory { out, memory });
         self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
     }
 
     /// The store's answer to a history request.
-    pub fn history_answer(&mut self, id: u64, stored: Vec<StoredMessage>, more: bool, error: Option<String>) {
+    pub fn history_answer(
+        &mut self,
+        id: u64,
+        stored: Vec<StoredMessage>,
+        more: bool,
+        error: Option<String>,
+    ) {
         let Some(p) = self.history_queries.remove(&id) else {
             return;
         };

@@ -11,7 +11,10 @@ use chat_shared::ipc::MasterMsg;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ADMIN_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_admin_key, route};
+use super::{
+    ADMIN_API_DOC, Route, build, common_headers, data, message, not_found, openapi,
+    require_admin_key, route,
+};
 use crate::load::load;
 use crate::registry::RoomState;
 use crate::state::Shared;
@@ -25,11 +28,19 @@ fn keyed() -> Vec<Route> {
         route("GET", "/api/v1/load", get(get_load)),
         route("GET", "/api/v1/rooms", get(list_rooms)),
         route("GET", "/api/v1/rooms/{name}", get(room_info)),
-        route("DELETE", "/api/v1/room/{name}/shutdown", delete(shutdown_one)),
+        route(
+            "DELETE",
+            "/api/v1/room/{name}/shutdown",
+            delete(shutdown_one),
+        ),
         route("DELETE", "/api/v1/shutdown", delete(shutdown_all)),
         route("POST", "/api/v1/restart", post(restart_master)),
         route("POST", "/api/v1/broadcast", post(broadcast_all)),
-        route("POST", "/api/v1/rooms/{name}/broadcast", post(broadcast_one)),
+        route(
+            "POST",
+            "/api/v1/rooms/{name}/broadcast",
+            post(broadcast_one),
+        ),
         route("POST", "/api/v1/rooms/{name}/kick", post(kick)),
         route("POST", "/api/v1/rooms/{name}/restart", post(restart_one)),
         route("POST", "/api/v1/drain", post(drain)),
@@ -87,9 +98,15 @@ async fn livez() -> Response {
 
 async fn readyz(State(master): State<Shared>) -> Response {
     if !master.registry.accepting() || master.shutdown.is_cancelled() {
-        data(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "draining"}))
+        data(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        )
     } else if !master.store_ever_reached() {
-        data(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "store not reached yet"}))
+        data(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "store not reached yet"}),
+        )
     } else {
         data(StatusCode::OK, json!({"status": "ready"}))
     }
@@ -151,11 +168,17 @@ async fn restart_one(State(master): State<Shared>, Path(name): Path<String>) -> 
         Some(r) if r.state() == RoomState::Ready => {
             tracing::info!(room = %name, "room restart asked by an operator");
             crate::supervisor::restart_room(&r);
-            data(StatusCode::ACCEPTED, json!({"name": name, "message": "Restarting"}))
+            data(
+                StatusCode::ACCEPTED,
+                json!({"name": name, "message": "Restarting"}),
+            )
         }
         Some(r) => message(
             StatusCode::CONFLICT,
-            format!("room {name} is {}; only a ready room can be restarted", r.state().label()),
+            format!(
+                "room {name} is {}; only a ready room can be restarted",
+                r.state().label()
+            ),
         ),
         None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
     }
@@ -176,17 +199,14 @@ struct TextBody {
     text: String,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+/// Parses a JSON body; the error is the message of a 400 answer.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))
 }
 
-fn check_text(text: &str) -> Result<(), Response> {
+fn check_text(text: &str) -> Result<(), String> {
     if text.trim().is_empty() || text.chars().count() > 4000 {
-        return Err(message(
-            StatusCode::BAD_REQUEST,
-            "text must have 1 to 4000 characters",
-        ));
+        return Err("text must have 1 to 4000 characters".into());
     }
     Ok(())
 }
@@ -194,10 +214,10 @@ fn check_text(text: &str) -> Result<(), Response> {
 async fn broadcast_all(State(master): State<Shared>, body: Bytes) -> Response {
     let b: TextBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(r) = check_text(&b.text) {
-        return r;
+    if let Err(e) = check_text(&b.text) {
+        return message(StatusCode::BAD_REQUEST, e);
     }
     let mut sent = 0;
     for r in master.registry.all() {
@@ -220,10 +240,10 @@ async fn broadcast_one(
 ) -> Response {
     let b: TextBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(r) = check_text(&b.text) {
-        return r;
+    if let Err(e) = check_text(&b.text) {
+        return message(StatusCode::BAD_REQUEST, e);
     }
     match master.registry.get(&name) {
         Some(r) if r.send(MasterMsg::Notice { text: b.text }) => data(
@@ -249,7 +269,7 @@ struct KickBody {
 async fn kick(State(master): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
     let b: KickBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     let reason = b.reason.unwrap_or_else(|| "removed by an operator".into());
     match master.registry.get(&name) {
@@ -285,7 +305,7 @@ async fn drain(State(master): State<Shared>, body: Bytes) -> Response {
     } else {
         match parse(&body) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(e) => return message(StatusCode::BAD_REQUEST, e),
         }
     };
     if master.registry.set_accepting(false, b.connections) {
@@ -323,7 +343,9 @@ fn parse_until(v: &serde_json::Value) -> Result<u64, String> {
     if let Some(ms) = v.as_u64() {
         return Ok(ms);
     }
-    let s = v.as_str().ok_or("until must be an RFC 3339 time or Unix milliseconds")?;
+    let s = v
+        .as_str()
+        .ok_or("until must be an RFC 3339 time or Unix milliseconds")?;
     let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("invalid until: {e}"))?;
     u64::try_from(t.timestamp_millis()).map_err(|_| "until is before 1970".to_owned())
 }
@@ -331,10 +353,13 @@ fn parse_until(v: &serde_json::Value) -> Result<u64, String> {
 async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
     let b: BanBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     if b.user.trim().is_empty() || b.user.len() > 256 {
-        return message(StatusCode::BAD_REQUEST, "user must have 1 to 256 characters");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "user must have 1 to 256 characters",
+        );
     }
     if let Some(room) = &b.room
         && let Err(e) = chat_shared::room_name::validate(room)
@@ -353,7 +378,10 @@ async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
     };
     if let Err(e) = master.store.add_ban(&ban).await {
         tracing::warn!(error = %e, "cannot store a ban");
-        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the ban was not recorded");
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; the ban was not recorded",
+        );
     }
     tracing::info!(user = %ban.user_id, room = ?ban.room, "ban added by an operator");
     let version = crate::cache::refresh(&master).await.ok();
@@ -371,11 +399,17 @@ async fn remove_bans(State(master): State<Shared>, Path(user): Path<String>) -> 
     match master.store.remove_bans(&user).await {
         Ok(removed) => {
             let version = crate::cache::refresh(&master).await.ok();
-            data(StatusCode::OK, json!({"user": user, "removed": removed, "cache_version": version}))
+            data(
+                StatusCode::OK,
+                json!({"user": user, "removed": removed, "cache_version": version}),
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot remove bans");
-            message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; nothing was removed")
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is unavailable; nothing was removed",
+            )
         }
     }
 }
@@ -392,11 +426,14 @@ struct UserBody {
 async fn put_user(State(master): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
     let b: UserBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     let name = b.name.trim();
     if id.is_empty() || id.len() > 256 || name.is_empty() || name.chars().count() > 64 {
-        return message(StatusCode::BAD_REQUEST, "id must have 1 to 256 characters and name 1 to 64");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "id must have 1 to 256 characters and name 1 to 64",
+        );
     }
     let user = crate::store::UserRecord {
         id,
@@ -405,10 +442,16 @@ async fn put_user(State(master): State<Shared>, Path(id): Path<String>, body: By
     };
     if let Err(e) = master.store.upsert_user(&user).await {
         tracing::warn!(error = %e, "cannot store a user");
-        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the user was not recorded");
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; the user was not recorded",
+        );
     }
     let version = crate::cache::refresh(&master).await.ok();
-    data(StatusCode::OK, json!({"id": user.id, "name": user.name, "roles": user.roles, "cache_version": version}))
+    data(
+        StatusCode::OK,
+        json!({"id": user.id, "name": user.name, "roles": user.roles, "cache_version": version}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -422,14 +465,20 @@ struct FilterBody {
 async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
     let b: FilterBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     let Some(action) = crate::store::FilterAction::parse(&b.action) else {
-        return message(StatusCode::BAD_REQUEST, "action must be \"mask\" or \"reject\"");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "action must be \"mask\" or \"reject\"",
+        );
     };
     let pattern = b.pattern.trim();
     if pattern.is_empty() || pattern.len() > 256 {
-        return message(StatusCode::BAD_REQUEST, "pattern must have 1 to 256 characters");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "pattern must have 1 to 256 characters",
+        );
     }
     let filter = crate::store::FilterRecord {
         pattern: pattern.to_owned(),
@@ -437,7 +486,10 @@ async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
     };
     if let Err(e) = master.store.upsert_filter(&filter).await {
         tracing::warn!(error = %e, "cannot store a filter");
-        return message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the filter was not recorded");
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; the filter was not recorded",
+        );
     }
     let version = crate::cache::refresh(&master).await.ok();
     data(
@@ -457,7 +509,10 @@ async fn cache_info(State(master): State<Shared>) -> Response {
 async fn cache_refresh(State(master): State<Shared>) -> Response {
     match crate::cache::refresh(&master).await {
         Ok(_) => data(StatusCode::OK, master.cache.info()),
-        Err(_) => message(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; the cache was not refreshed"),
+        Err(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; the cache was not refreshed",
+        ),
     }
 }
 
@@ -470,7 +525,7 @@ struct LogLevel {
 async fn log_level(State(master): State<Shared>, body: Bytes) -> Response {
     let b: LogLevel = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     match master.log.set(&b.filter) {
         Ok(()) => data(StatusCode::OK, json!({"filter": master.log.current()})),

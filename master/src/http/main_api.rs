@@ -11,7 +11,10 @@ use chat_shared::room_name;
 use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
-use super::{ROOM_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_key, route};
+use super::{
+    ROOM_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_key,
+    route,
+};
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
 

@@ -6,10 +6,10 @@ pub mod main_api;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::routing::MethodRouter;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use serde::Serialize;
 use serde_json::json;
 
@@ -53,43 +53,6 @@ pub fn openapi(doc: &'static str) -> MethodRouter<Shared> {
 pub const ROOM_API_DOC: &str = include_str!("../../../docs/openapi/room-api.json");
 /// The admin API's OpenAPI document.
 pub const ADMIN_API_DOC: &str = include_str!("../../../docs/openapi/admin-api.json");
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    /// (method, path) pairs of an OpenAPI document.
-    fn documented(doc: &str) -> BTreeSet<(String, String)> {
-        let v: serde_json::Value = serde_json::from_str(doc).expect("the OpenAPI document is JSON");
-        assert!(v["openapi"].as_str().is_some_and(|s| s.starts_with("3.")), "OpenAPI 3");
-        let mut set = BTreeSet::new();
-        for (path, item) in v["paths"].as_object().expect("paths") {
-            for method in item.as_object().expect("path item").keys() {
-                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
-                    set.insert((method.to_uppercase(), path.clone()));
-                }
-            }
-        }
-        set
-    }
-
-    fn served(routes: Vec<super::Route>) -> BTreeSet<(String, String)> {
-        routes
-            .into_iter()
-            .map(|r| (r.method.to_owned(), r.path.to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn every_room_api_route_is_documented() {
-        assert_eq!(served(super::main_api::routes()), documented(super::ROOM_API_DOC));
-    }
-
-    #[test]
-    fn every_admin_api_route_is_documented() {
-        assert_eq!(served(super::admin_api::routes()), documented(super::ADMIN_API_DOC));
-    }
-}
 
 /// `{"data": ...}` with a status.
 pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
@@ -163,5 +126,51 @@ pub async fn require_admin_key(State(master): State<Shared>, req: Request, next:
         next.run(req).await
     } else {
         unauthorized()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (method, path) pairs of an OpenAPI document.
+    fn documented(doc: &str) -> BTreeSet<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(doc).expect("the OpenAPI document is JSON");
+        assert!(
+            v["openapi"].as_str().is_some_and(|s| s.starts_with("3.")),
+            "OpenAPI 3"
+        );
+        let mut set = BTreeSet::new();
+        for (path, item) in v["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    set.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        set
+    }
+
+    fn served(routes: Vec<super::Route>) -> BTreeSet<(String, String)> {
+        routes
+            .into_iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_room_api_route_is_documented() {
+        assert_eq!(
+            served(super::main_api::routes()),
+            documented(super::ROOM_API_DOC)
+        );
+    }
+
+    #[test]
+    fn every_admin_api_route_is_documented() {
+        assert_eq!(
+            served(super::admin_api::routes()),
+            documented(super::ADMIN_API_DOC)
+        );
     }
 }

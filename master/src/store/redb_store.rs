@@ -151,6 +151,11 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// The database file.
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
