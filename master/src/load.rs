@@ -30,6 +30,14 @@ pub struct Load {
     pub store_reached: bool,
     /// Messages received from rooms and not yet written to the store.
     pub pending_writes: usize,
+    /// The open-file limit rooms inherit (raised to the hard limit at start).
+    pub open_files_limit: u64,
+}
+
+fn open_files_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(0)
 }
 
 fn read(path: &str) -> String {
@@ -113,6 +121,7 @@ pub fn load(master: &Master) -> Load {
         store: master.store.kind(),
         store_reached: master.store_ever_reached(),
         pending_writes: master.writer.pending(),
+        open_files_limit: open_files_limit(),
     }
 }
 

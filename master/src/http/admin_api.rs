@@ -271,6 +271,12 @@ async fn kick(State(master): State<Shared>, Path(name): Path<String>, body: Byte
         Ok(b) => b,
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
+    if b.user.trim().is_empty() || b.user.chars().count() > 256 {
+        return message(StatusCode::BAD_REQUEST, "user must have 1 to 256 characters");
+    }
+    if b.reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
+        return message(StatusCode::BAD_REQUEST, "reason must have at most 200 characters");
+    }
     let reason = b.reason.unwrap_or_else(|| "removed by an operator".into());
     match master.registry.get(&name) {
         Some(r)
@@ -355,7 +361,8 @@ async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
-    if b.user.trim().is_empty() || b.user.len() > 256 {
+    let user = b.user.trim().to_owned();
+    if user.is_empty() || user.chars().count() > 256 {
         return message(
             StatusCode::BAD_REQUEST,
             "user must have 1 to 256 characters",
@@ -367,11 +374,14 @@ async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
         return message(StatusCode::BAD_REQUEST, e.to_string());
     }
     let until_ms = match b.until.as_ref().map(parse_until).transpose() {
+        Ok(Some(u)) if u <= crate::registry::now_ms() => {
+            return message(StatusCode::BAD_REQUEST, "until is in the past");
+        }
         Ok(u) => u,
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     let ban = crate::store::BanRecord {
-        user_id: b.user,
+        user_id: user,
         room: b.room,
         until_ms,
         reason: b.reason,
@@ -429,7 +439,7 @@ async fn put_user(State(master): State<Shared>, Path(id): Path<String>, body: By
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     let name = b.name.trim();
-    if id.is_empty() || id.len() > 256 || name.is_empty() || name.chars().count() > 64 {
+    if id.is_empty() || id.chars().count() > 256 || name.is_empty() || name.chars().count() > 64 {
         return message(
             StatusCode::BAD_REQUEST,
             "id must have 1 to 256 characters and name 1 to 64",
@@ -474,7 +484,7 @@ async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
         );
     };
     let pattern = b.pattern.trim();
-    if pattern.is_empty() || pattern.len() > 256 {
+    if pattern.is_empty() || pattern.chars().count() > 256 {
         return message(
             StatusCode::BAD_REQUEST,
             "pattern must have 1 to 256 characters",
