@@ -55,8 +55,11 @@ pub async fn serve(
             tracing::debug!(room = %worker.name, user = %conn.user_id, conn = conn.id, "joined");
             read_loop(stream, &worker, &conn).await;
             worker.room().leave(&conn);
-            // The client went away (or was closed): stop the writer too.
-            conn.out.cancel.cancel();
+            // The client went away: stop the writer too. (A close asked by
+            // the room lets the writer drain its queue first.)
+            if !conn.out.is_closed() {
+                conn.out.cancel.cancel();
+            }
             tracing::debug!(room = %worker.name, user = %conn.user_id, conn = conn.id, "left");
         }
     }
@@ -82,6 +85,11 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
             }
         };
         conn.missed_pings.store(0, Ordering::Relaxed);
+        if conn.out.is_closed() {
+            // Kicked, banned or flooding: frames are read (so the client is
+            // not blocked and reads its last frames) but ignored.
+            continue;
+        }
         match msg {
             Message::Text(text) => worker.room().handle_text(conn, text.as_str()),
             Message::Binary(_) => {

@@ -574,7 +574,7 @@ impl Room {
         match self.users.get(user_id) {
             Some(u) => {
                 for c in &u.conns {
-                    c.out.close(code, reason);
+                    c.out.close_after_queue(code, reason);
                 }
                 true
             }

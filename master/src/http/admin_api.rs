@@ -201,7 +201,13 @@ struct TextBody {
 
 /// Parses a JSON body; the error is the message of a 400 answer.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))
+    // serde would also fill a struct from an array: only objects are bodies.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))?;
+    if !value.is_object() {
+        return Err("invalid body: a JSON object is expected".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))
 }
 
 fn check_text(text: &str) -> Result<(), String> {
@@ -272,10 +278,16 @@ async fn kick(State(master): State<Shared>, Path(name): Path<String>, body: Byte
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
     if b.user.trim().is_empty() || b.user.chars().count() > 256 {
-        return message(StatusCode::BAD_REQUEST, "user must have 1 to 256 characters");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "user must have 1 to 256 characters",
+        );
     }
     if b.reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
-        return message(StatusCode::BAD_REQUEST, "reason must have at most 200 characters");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "reason must have at most 200 characters",
+        );
     }
     let reason = b.reason.unwrap_or_else(|| "removed by an operator".into());
     match master.registry.get(&name) {
