@@ -196,6 +196,9 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         };
         let pid = entry.pid();
         let exit = wait_exit(&mut proc).await;
+        // The next worker's hello may come before its pid is recorded: it
+        // must not be refused for the dead one's pid.
+        entry.pid.store(0, Ordering::Release);
         let state = entry.state();
         if entry.restart_requested.swap(false, Ordering::AcqRel) && !master.shutdown.is_cancelled()
         {
