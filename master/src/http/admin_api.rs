@@ -4,17 +4,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use chat_shared::ipc::MasterMsg;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    ADMIN_API_DOC, Route, build, common_headers, data, message, not_found, openapi,
-    require_admin_key, route,
-};
+use super::{ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route};
 use crate::load::load;
 use crate::registry::RoomState;
 use crate::state::Shared;
@@ -68,21 +64,14 @@ fn open() -> Vec<Route> {
     ]
 }
 
-/// Every route of the admin API.
+/// Every route of this API.
 #[cfg(test)]
 pub fn routes() -> Vec<Route> {
-    let mut r = keyed();
-    r.extend(open());
-    r
+    keyed().into_iter().chain(open()).collect()
 }
 
 pub fn router(master: Shared) -> Router {
-    let keyed = build(keyed()).route_layer(from_fn_with_state(master.clone(), require_admin_key));
-    build(open())
-        .merge(keyed)
-        .fallback(not_found)
-        .layer(from_fn_with_state(master.clone(), common_headers))
-        .with_state(master)
+    assemble(master, open(), keyed(), Guard::Admin)
 }
 
 async fn app_info() -> Response {
@@ -128,17 +117,7 @@ async fn get_load(State(master): State<Shared>) -> Response {
     data(StatusCode::OK, load(&master))
 }
 
-async fn list_rooms(State(master): State<Shared>) -> Response {
-    let rooms: Vec<_> = master.registry.all().iter().map(|r| r.info()).collect();
-    data(StatusCode::OK, rooms)
-}
 
-async fn room_info(State(master): State<Shared>, Path(name): Path<String>) -> Response {
-    match master.registry.get(&name) {
-        Some(r) => data(StatusCode::OK, r.info()),
-        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
-    }
-}
 
 async fn shutdown_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
     match master.registry.get(&name) {

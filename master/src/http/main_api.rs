@@ -4,17 +4,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chat_shared::room_name;
 use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
-use super::{
-    ROOM_API_DOC, Route, build, common_headers, data, message, not_found, openapi, require_key,
-    route,
-};
+use super::{ROOM_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route};
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
 
@@ -37,21 +33,14 @@ fn open() -> Vec<Route> {
     ]
 }
 
-/// Every route of the room API.
+/// Every route of this API.
 #[cfg(test)]
 pub fn routes() -> Vec<Route> {
-    let mut r = keyed();
-    r.extend(open());
-    r
+    keyed().into_iter().chain(open()).collect()
 }
 
 pub fn router(master: Shared) -> Router {
-    let keyed = build(keyed()).route_layer(from_fn_with_state(master.clone(), require_key));
-    build(open())
-        .merge(keyed)
-        .fallback(not_found)
-        .layer(from_fn_with_state(master.clone(), common_headers))
-        .with_state(master)
+    assemble(master, open(), keyed(), Guard::Room)
 }
 
 async fn app_info() -> Response {
@@ -121,14 +110,4 @@ async fn health(State(master): State<Shared>) -> Response {
     data(status, body)
 }
 
-async fn room_info(State(master): State<Shared>, Path(name): Path<String>) -> Response {
-    match master.registry.get(&name) {
-        Some(r) => data(StatusCode::OK, r.info()),
-        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
-    }
-}
 
-async fn list_rooms(State(master): State<Shared>) -> Response {
-    let rooms: Vec<_> = master.registry.all().iter().map(|r| r.info()).collect();
-    data(StatusCode::OK, rooms)
-}

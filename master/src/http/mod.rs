@@ -5,7 +5,8 @@ pub mod admin_api;
 pub mod main_api;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
+use axum::middleware::from_fn_with_state;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,6 +41,43 @@ pub fn build(routes: Vec<Route>) -> Router<Shared> {
     routes
         .into_iter()
         .fold(Router::new(), |r, x| r.route(x.path, x.handler))
+}
+
+/// Which key guards an API's keyed routes.
+#[derive(Debug, Clone, Copy)]
+pub enum Guard {
+    Room,
+    Admin,
+}
+
+/// An API: its open routes, its keyed routes behind the key check (which
+/// runs before any handler), JSON answers with `X-Whom`, a JSON 404.
+pub fn assemble(master: Shared, open: Vec<Route>, keyed: Vec<Route>, guard: Guard) -> Router {
+    let keyed = match guard {
+        Guard::Room => build(keyed).route_layer(from_fn_with_state(master.clone(), require_key)),
+        Guard::Admin => {
+            build(keyed).route_layer(from_fn_with_state(master.clone(), require_admin_key))
+        }
+    };
+    build(open)
+        .merge(keyed)
+        .fallback(not_found)
+        .layer(from_fn_with_state(master.clone(), common_headers))
+        .with_state(master)
+}
+
+/// `GET …/rooms`: every room (both APIs).
+pub async fn list_rooms(State(master): State<Shared>) -> Response {
+    let rooms: Vec<_> = master.registry.all().iter().map(|r| r.info()).collect();
+    data(StatusCode::OK, rooms)
+}
+
+/// `GET …/room(s)/{name}`: one room (both APIs).
+pub async fn room_info(State(master): State<Shared>, Path(name): Path<String>) -> Response {
+    match master.registry.get(&name) {
+        Some(r) => data(StatusCode::OK, r.info()),
+        None => message(StatusCode::NOT_FOUND, format!("no room {name}")),
+    }
 }
 
 /// Serves an OpenAPI document.
