@@ -156,7 +156,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let stop = master.api_stop.clone();
     let main_app = http::main_api::router(master.clone());
     servers.spawn(async move {
-        if let Err(e) = axum::serve(main_listener, main_app)
+        if let Err(e) = axum::serve(nodelay(main_listener), main_app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
@@ -166,7 +166,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let stop = master.api_stop.clone();
     let admin_app = http::admin_api::router(master.clone());
     servers.spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_app)
+        if let Err(e) = axum::serve(nodelay(admin_listener), admin_app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
@@ -242,6 +242,13 @@ async fn store_init(master: state::Shared) {
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
+}
+
+/// Accepted API connections without the Nagle delay.
+fn nodelay(l: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    axum::serve::ListenerExt::tap_io(l, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// One heartbeat task per load balancer.

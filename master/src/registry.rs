@@ -60,6 +60,8 @@ pub struct RoomEntry {
     pub restarts: AtomicU32,
     /// An operator asked for a restart: the next exit respawns the worker.
     pub restart_requested: AtomicBool,
+    /// Respawned from the catalog: its last worker died with its master.
+    pub from_catalog: AtomicBool,
     /// Where the worker's history starts: (epoch, seq), set before a spawn.
     pub history: Mutex<Option<(u64, u64)>>,
     /// Highest seq this master received from the room.
@@ -111,6 +113,7 @@ impl RoomEntry {
             ever_ready: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             restart_requested: AtomicBool::new(false),
+            from_catalog: AtomicBool::new(false),
             history: Mutex::new(None),
             received_seq: AtomicU64::new(0),
             recent: Mutex::new(Vec::new()),
@@ -358,6 +361,7 @@ impl Registry {
         };
         let created = if created_ms > 0 { created_ms } else { now_ms() };
         let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, created));
+        entry.from_catalog.store(true, Ordering::Release);
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
     }

@@ -329,6 +329,15 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
         (epoch, known.max(stats.seq))
     } else {
         match stored {
+            // The last worker died with its master: it may have numbered
+            // (and broadcast) messages that never reached the store. A new
+            // epoch makes clients reload, and skipping every seq it could
+            // have used keeps seq numbers from ever being reused.
+            Ok(Some((_, seq))) if entry.from_catalog.load(Ordering::Acquire) => {
+                let skip = chat_shared::ipc::MAX_UNCONFIRMED as u64;
+                tracing::warn!(room = %entry.name, stored = seq, "respawning a room whose worker died with its master: new epoch");
+                (crate::registry::new_epoch(), seq + skip)
+            }
             Ok(Some((epoch, seq))) => (epoch, seq),
             Ok(None) => (crate::registry::new_epoch(), 0),
             Err(e) => {
@@ -420,9 +429,21 @@ pub fn signal(pid: u32, sig: Signal) {
     }
 }
 
-/// Whether a pid is alive.
+/// Whether a pid is alive (a zombie, dead but not yet reaped by a parent
+/// that is not us, counts as dead).
 pub fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|p| p > 0 && kill(Pid::from_raw(p), None).is_ok())
+    let exists = i32::try_from(pid).is_ok_and(|p| p > 0 && kill(Pid::from_raw(p), None).is_ok());
+    exists && !zombie(pid)
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// Shuts every room down: ask, wait up to the grace period, then kill.

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::settings::RoomSettings;
 
+/// Most messages a room holds unconfirmed (not yet stored): past it `say`
+/// is refused. A room that died can have numbered at most this many
+/// messages beyond what is stored.
+pub const MAX_UNCONFIRMED: usize = 100_000;
+
 /// Bumped whenever any type in this module changes shape.
 pub const IPC_VERSION: u32 = 1;
 /// First bytes of every `Hello`.

@@ -142,6 +142,14 @@ pub enum ClientMsg {
         to: String,
         data: serde_json::Value,
     },
+    /// A page of the member list (ordered by name, then id).
+    Members {
+        /// Continue after this member id (from the previous page).
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     Ping,
 }
 
@@ -152,7 +160,10 @@ pub enum ServerMsg {
     Welcome {
         room: String,
         you: Member,
+        /// The first members (by name, at most 100); `member_count` says
+        /// how many there are, `members` requests page through the rest.
         members: Vec<Member>,
+        member_count: u32,
         history: Vec<ChatMessage>,
         seq: u64,
         epoch: u64,
@@ -181,6 +192,10 @@ pub enum ServerMsg {
     },
     History {
         messages: Vec<ChatMessage>,
+        more: bool,
+    },
+    Members {
+        members: Vec<Member>,
         more: bool,
     },
     Typing {

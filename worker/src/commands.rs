@@ -19,7 +19,8 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_SHORT_TEXT: usize = 256;
 
 const KNOWN_TYPES: &[&str] = &[
-    "say", "whisper", "history", "typing", "kick", "mute", "ban", "delete", "signal", "ping",
+    "say", "whisper", "history", "typing", "kick", "mute", "ban", "delete", "signal", "members",
+    "ping",
 ];
 
 fn millis(d: Duration) -> u64 {
@@ -114,6 +115,19 @@ impl Room {
             ClientMsg::Mute { user, secs } => self.mute(conn, &user, secs),
             ClientMsg::Delete { seq } => self.delete(conn, seq),
             ClientMsg::Signal { to, data } => self.signal(conn, &to, data),
+            ClientMsg::Members { after, limit } => {
+                let limit = limit.unwrap_or(crate::room::MAX_MEMBERS_PAGE);
+                if limit == 0 || limit > crate::room::MAX_MEMBERS_PAGE {
+                    let msg = format!(
+                        "limit must be between 1 and {}",
+                        crate::room::MAX_MEMBERS_PAGE
+                    );
+                    return self.error(conn, code::BAD_REQUEST, msg, None);
+                }
+                let (members, more) = self.members_page(after.as_deref(), limit as usize);
+                let bytes = encode(&ServerMsg::Members { members, more });
+                self.send_to(conn, &bytes);
+            }
             ClientMsg::Ping => {
                 let pong = encode(&ServerMsg::Pong);
                 self.send_to(conn, &pong);

@@ -138,6 +138,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let app = server::router(worker.clone());
     let stop = worker.shutdown.clone();
+    // Chat frames are small and latency matters: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

@@ -18,11 +18,17 @@ use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
 use crate::outbound::Outbound;
 
+/// Members listed in `welcome` (the rest by `members` requests): a large
+/// room's full list in every welcome would cost every join O(members).
+pub const WELCOME_MEMBERS: usize = 100;
+/// Longest `members` page.
+pub const MAX_MEMBERS_PAGE: u32 = 500;
+
 /// Messages kept in memory for resume and `history`, at least.
 pub const MIN_KEPT: usize = 1000;
 /// Messages waiting to be stored before `say` is refused: the buffer that
 /// carries a room through a master restart or a store outage.
-pub const MAX_UNCONFIRMED: usize = 100_000;
+pub use chat_shared::ipc::MAX_UNCONFIRMED;
 
 /// An ack waiting for its message to be stored.
 #[derive(Debug)]
@@ -237,10 +243,19 @@ impl Room {
         self.send_to(conn, &bytes);
     }
 
-    pub fn members(&self) -> Vec<Member> {
-        let mut m: Vec<Member> = self.users.values().map(User::member).collect();
+    /// A page of members ordered by (name, id), after the member `after`;
+    /// and whether more follow.
+    pub fn members_page(&self, after: Option<&str>, limit: usize) -> (Vec<Member>, bool) {
+        let key = |u: &User| (u.name.clone(), u.id.clone());
+        let from = after.and_then(|id| self.users.get(id)).map(key);
+        let mut m: Vec<&User> = self
+            .users
+            .values()
+            .filter(|u| from.as_ref().is_none_or(|f| key(u) > *f))
+            .collect();
         m.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        m
+        let more = m.len() > limit;
+        (m.into_iter().take(limit).map(User::member).collect(), more)
     }
 
     /// Adds a connection: checks bans and capacity, sends `welcome` (and the
@@ -314,16 +329,28 @@ impl Room {
                 .collect(),
             _ => Vec::new(),
         };
-        let welcome = encode(&ServerMsg::Welcome {
-            room: self.name.clone(),
-            you: me.clone(),
-            members: self.members(),
-            history,
-            seq: self.seq,
-            epoch: self.epoch,
-            resumed,
-            deleted,
-        });
+        let members = self.members_page(None, WELCOME_MEMBERS).0;
+        let member_count = u32::try_from(self.users.len()).unwrap_or(u32::MAX);
+        let mut history = history;
+        let welcome = loop {
+            let bytes = encode(&ServerMsg::Welcome {
+                room: self.name.clone(),
+                you: me.clone(),
+                members: members.clone(),
+                member_count,
+                history: history.clone(),
+                seq: self.seq,
+                epoch: self.epoch,
+                resumed,
+                deleted: deleted.clone(),
+            });
+            // A welcome must fit the connection's queue with room to spare:
+            // with long messages, fewer of them (the client pages for more).
+            if bytes.len() <= conn.out.limit() / 2 || history.is_empty() {
+                break bytes;
+            }
+            history.drain(..history.len().div_ceil(2));
+        };
         self.send_to(&conn, &welcome);
         for m in replay {
             let bytes = encode(&ServerMsg::Message(m));

@@ -10,7 +10,9 @@ use chat_shared::ipc::MasterMsg;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route};
+use super::{
+    ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route,
+};
 use crate::load::load;
 use crate::registry::RoomState;
 use crate::state::Shared;
@@ -116,8 +118,6 @@ async fn metrics(State(master): State<Shared>) -> Response {
 async fn get_load(State(master): State<Shared>) -> Response {
     data(StatusCode::OK, load(&master))
 }
-
-
 
 async fn shutdown_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
     match master.registry.get(&name) {

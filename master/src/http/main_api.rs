@@ -10,7 +10,9 @@ use chat_shared::room_name;
 use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
-use super::{ROOM_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route};
+use super::{
+    Guard, ROOM_API_DOC, Route, assemble, data, list_rooms, message, openapi, room_info, route,
+};
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
 
@@ -109,5 +111,3 @@ async fn health(State(master): State<Shared>) -> Response {
     };
     data(status, body)
 }
-
-

@@ -6,9 +6,9 @@ pub mod main_api;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::middleware::from_fn_with_state;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use serde::Serialize;

@@ -1,0 +1,377 @@
+//! Shared code of the fault-tolerance tests (`fault.rs`, `chaos.rs`): a
+//! second master started on the run dir, ports, keys and data dir of a
+//! harness [`Server`] (after the first one was killed), an HTTP client that
+//! never reuses connections (masters die under it), polling helpers for the
+//! admin API, and the final check that no process is left.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_tests::procs::{self, pid_alive};
+use chat_tests::server::chatserver_bin;
+use chat_tests::{Client, Server};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Bound of the wait for a new master's `master.json`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A master started by these tests (not by the harness) on the same run
+/// dir, data dir, ports and keys as a harness [`Server`]. Killed and reaped
+/// on drop; the harness's own cleanup also finds it (its command line
+/// mentions the run dir).
+pub struct MasterProc {
+    child: Option<Child>,
+    pub pid: i32,
+    pub stderr_path: PathBuf,
+}
+
+/// The command line the harness uses for `s` (see `tests/src/server.rs`),
+/// plus `args`.
+pub fn master_command(s: &Server, args: &[String], tag: &str) -> (Command, PathBuf) {
+    master_command_on(s, args, tag, (s.port, s.admin_port, s.room_ports))
+}
+
+/// Like [`master_command`], on other ports: `(port, admin port, room ports)`.
+pub fn master_command_on(
+    s: &Server,
+    args: &[String],
+    tag: &str,
+    (port, admin_port, room_ports): (u16, u16, (u16, u16)),
+) -> (Command, PathBuf) {
+    let stdout = std::fs::File::create(s.log_dir.join(format!("{tag}.stdout.log"))).unwrap();
+    let stderr_path = s.log_dir.join(format!("{tag}.stderr.log"));
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let mut cmd = Command::new(chatserver_bin());
+    cmd.arg("--run-dir")
+        .arg(&s.run_dir)
+        .arg("--data-dir")
+        .arg(s.run_dir.with_file_name("data"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--admin-port")
+        .arg(admin_port.to_string())
+        .arg("--room-ports")
+        .arg(format!("{}-{}", room_ports.0, room_ports.1))
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--room-bind")
+        .arg("127.0.0.1")
+        .args(args)
+        .env_remove("KEY")
+        .env_remove("ADMIN_KEY")
+        .env_remove("JWT_SECRET")
+        .env("RUST_BACKTRACE", "1")
+        .env("KEY", &s.key)
+        .env("ADMIN_KEY", &s.admin_key)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    if let Some(secret) = &s.jwt_secret {
+        cmd.env("JWT_SECRET", secret);
+    }
+    (cmd, stderr_path)
+}
+
+impl MasterProc {
+    /// Spawns a master like the harness does (no wait).
+    pub fn spawn(s: &Server, args: &[String], tag: &str) -> MasterProc {
+        let (mut cmd, stderr_path) = master_command(s, args, tag);
+        let child = cmd.spawn().expect("spawning chatserver");
+        MasterProc {
+            pid: child.id() as i32,
+            child: Some(child),
+            stderr_path,
+        }
+    }
+
+    /// Spawns a master and waits until it wrote `master.json` with its pid.
+    pub async fn start(s: &Server, args: &[String], tag: &str) -> MasterProc {
+        let mut m = MasterProc::spawn(s, args, tag);
+        let path = s.run_dir.join("master.json");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["pid"].as_i64() == Some(i64::from(m.pid))
+            {
+                return m;
+            }
+            if let Some(status) = m.try_wait() {
+                panic!(
+                    "the new master ({tag}) exited ({status}) before writing master.json; stderr:\n{}",
+                    m.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new master ({tag}) did not write master.json within {READY_TIMEOUT:?}; stderr:\n{}",
+                m.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status, if it exited (reaps it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
+    /// Waits for the exit, at most `bound`.
+    pub async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {} did not exit within {bound:?}",
+                self.pid
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (at most `bound`).
+    pub async fn stop(&mut self, bound: Duration) -> ExitStatus {
+        procs::signal(self.pid, Signal::SIGTERM);
+        self.wait_exit(bound).await
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGKILLs the harness's master and waits until it is reaped.
+pub async fn kill_harness_master(s: &mut Server) {
+    procs::sigkill(s.pid);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.master_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the master survived SIGKILL for 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- HTTP without connection reuse ----
+
+/// The APIs of whatever master listens on `s`'s ports. Every request uses a
+/// new connection, so a master that died under a pooled connection does not
+/// fail the next request.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub port: u16,
+    pub admin_port: u16,
+    key: String,
+    admin_key: String,
+}
+
+impl Api {
+    pub fn new(s: &Server) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap(),
+            port: s.port,
+            admin_port: s.admin_port,
+            key: s.key.clone(),
+            admin_key: s.admin_key.clone(),
+        }
+    }
+
+    /// A request; `None` when no answer (connection refused, timeout...).
+    pub async fn try_request(
+        &self,
+        method: reqwest::Method,
+        admin: bool,
+        path: &str,
+        body: Option<&str>,
+    ) -> Option<(u16, String, Value)> {
+        let (port, key) = if admin {
+            (self.admin_port, &self.admin_key)
+        } else {
+            (self.port, &self.key)
+        };
+        let mut req = self
+            .http
+            .request(method, format!("http://127.0.0.1:{port}{path}"))
+            .header("X-API-Key", key);
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_owned());
+        }
+        let res = req.send().await.ok()?;
+        let status = res.status().as_u16();
+        let text = res.text().await.ok()?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Some((status, text, json))
+    }
+
+    /// `GET` on the admin API; `None` unless it answered 200.
+    pub async fn admin_get(&self, path: &str) -> Option<Value> {
+        match self
+            .try_request(reqwest::Method::GET, true, path, None)
+            .await
+        {
+            Some((200, _, json)) => Some(json),
+            _ => None,
+        }
+    }
+
+    /// The admin API's room list.
+    pub async fn rooms(&self) -> Option<Vec<Value>> {
+        self.admin_get("/api/v1/rooms")
+            .await
+            .and_then(|v| v["data"].as_array().cloned())
+    }
+
+    /// One room of the admin API's list.
+    pub async fn room(&self, name: &str) -> Option<Value> {
+        self.rooms().await?.into_iter().find(|r| r["name"] == name)
+    }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> Option<String> {
+        match self
+            .try_request(reqwest::Method::GET, true, "/metrics", None)
+            .await
+        {
+            Some((200, text, _)) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Creates a room on the room API; its port.
+    pub async fn create_room(&self, name: &str) -> u16 {
+        let (status, text, json) = self
+            .try_request(
+                reqwest::Method::POST,
+                false,
+                &format!("/api/v1/room/{name}"),
+                None,
+            )
+            .await
+            .unwrap_or_else(|| panic!("creating room {name}: no answer"));
+        assert_eq!(status, 200, "creating room {name}: {text}");
+        let port = json["data"]["port"].as_u64().unwrap_or(0);
+        assert!(port > 0, "creating room {name}: {text}");
+        port as u16
+    }
+}
+
+/// Polls the admin API until room `name` satisfies `pred`; returns it.
+pub async fn wait_room(
+    api: &Api,
+    name: &str,
+    bound: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + bound;
+    let mut last = None;
+    loop {
+        if let Some(r) = api.room(name).await {
+            if pred(&r) {
+                return r;
+            }
+            last = Some(r);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting for room {name}: {what}; last seen: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A room's worker pid from an admin API room object.
+pub fn pid_of(room: &Value) -> i32 {
+    room["pid"].as_i64().unwrap_or(0) as i32
+}
+
+/// Whether `room` is ready with a live worker other than `old`.
+pub fn restarted_from(room: &Value, old: i32) -> bool {
+    let pid = pid_of(room);
+    room["status"] == "ready" && pid > 0 && pid != old && pid_alive(pid)
+}
+
+/// Joins a room as a guest to prove it accepts WebSockets, then leaves.
+pub async fn assert_accepts_join(port: u16, name: &str) {
+    let mut c = Client::guest(port, name).await;
+    assert_eq!(c.welcome["type"], "welcome");
+    c.close().await;
+}
+
+/// A `Server`'s leftover check, polled for up to 10 s (workers may take a
+/// moment to exit after their master).
+pub async fn assert_no_leftovers(s: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = s.leftover_processes();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let described: Vec<String> = left
+                .iter()
+                .map(|p| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .unwrap_or_default();
+                    format!("{p}: {cmd}")
+                })
+                .collect();
+            panic!("processes left after the test: {described:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `name value` of a Prometheus metric without labels.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Environment number with a default.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
