@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_shared::framing::{FrameReader, FrameWriter};
-use chat_shared::ipc::{Hello, HelloReply, MasterMsg, StoredMessage, WorkerMsg};
+use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::registry::{RoomEntry, RoomState};
 use crate::state::Shared;
-use crate::writer::Write;
+use crate::writer::{Write, stored_message};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,18 +160,7 @@ async fn answer_history(master: Shared, room: String, id: u64, before: u64, limi
                 let more = page.len() == limit as usize && page.first().is_some_and(|m| m.seq > 1);
                 MasterMsg::HistoryPage {
                     id,
-                    messages: page
-                        .into_iter()
-                        .map(|m| StoredMessage {
-                            epoch: m.epoch,
-                            seq: m.seq,
-                            user_id: m.user_id,
-                            name: m.name,
-                            text: m.text,
-                            ts: m.ts,
-                            deleted: m.deleted,
-                        })
-                        .collect(),
+                    messages: page.into_iter().map(stored_message).collect(),
                     more,
                     error: None,
                 }

@@ -361,15 +361,7 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
             recent
                 .into_iter()
                 .filter(|m| m.epoch == epoch)
-                .map(|m| chat_shared::ipc::StoredMessage {
-                    epoch: m.epoch,
-                    seq: m.seq,
-                    user_id: m.user_id,
-                    name: m.name,
-                    text: m.text,
-                    ts: m.ts,
-                    deleted: m.deleted,
-                })
+                .map(crate::writer::stored_message)
                 .collect(),
         );
     }

@@ -64,6 +64,19 @@ impl Writer {
     }
 }
 
+/// A stored record as rooms receive it.
+pub fn stored_message(m: MessageRecord) -> StoredMessage {
+    StoredMessage {
+        epoch: m.epoch,
+        seq: m.seq,
+        user_id: m.user_id,
+        name: m.name,
+        text: m.text,
+        ts: m.ts,
+        deleted: m.deleted,
+    }
+}
+
 fn record(room: &str, m: StoredMessage) -> MessageRecord {
     MessageRecord {
         room: room.to_owned(),

@@ -154,6 +154,19 @@ impl Room {
         true
     }
 
+    /// Applies the word filters: the text to send, or `None` after an
+    /// `error filtered`.
+    fn filter(&mut self, conn: &Conn, text: String) -> Option<String> {
+        match self.filters.apply(text) {
+            Verdict::Pass(t) => Some(t),
+            Verdict::Reject => {
+                let msg = "the text was refused by a word filter";
+                self.error(conn, code::FILTERED, msg, None);
+                None
+            }
+        }
+    }
+
     /// The per-user bucket shared by all of a user's devices.
     fn user_allows(&mut self, conn: &Conn) -> bool {
         let wait = match self.users.get(&conn.user_id) {
@@ -221,16 +234,8 @@ impl Room {
             self.last_say.retain(|_, t| now < *t + slow);
             self.last_say.insert(conn.user_id.clone(), now);
         }
-        let text = match self.filters.apply(text) {
-            Verdict::Pass(t) => t,
-            Verdict::Reject => {
-                return self.error(
-                    conn,
-                    code::FILTERED,
-                    "the text was refused by a word filter",
-                    None,
-                );
-            }
+        let Some(text) = self.filter(conn, text) else {
+            return;
         };
         let msg = self.append(from, text);
         let seq = msg.seq;
@@ -251,16 +256,8 @@ impl Room {
         if !self.check_text(conn, &text) || !self.user_allows(conn) {
             return;
         }
-        let text = match self.filters.apply(text) {
-            Verdict::Pass(t) => t,
-            Verdict::Reject => {
-                return self.error(
-                    conn,
-                    code::FILTERED,
-                    "the text was refused by a word filter",
-                    None,
-                );
-            }
+        let Some(text) = self.filter(conn, text) else {
+            return;
         };
         if self.muted_for(&conn.user_id).is_some() {
             return self.error(conn, code::MUTED, "you are muted", None);

@@ -147,6 +147,20 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
     }
 }
 
+/// A stored message as clients see it (a deleted one without its text).
+fn chat_message(m: StoredMessage) -> ChatMessage {
+    ChatMessage {
+        seq: m.seq,
+        from: UserRef {
+            id: m.user_id,
+            name: m.name,
+        },
+        text: if m.deleted { String::new() } else { m.text },
+        ts: m.ts,
+        deleted: m.deleted,
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -442,18 +456,13 @@ impl Room {
     /// Fills the in-memory history with the store's latest messages (a
     /// restarted room serves resumes and history from memory again).
     pub fn load_recent(&mut self, recent: Vec<StoredMessage>) {
-        for m in recent.into_iter().filter(|m| m.seq <= self.seq) {
-            self.history.push_back(ChatMessage {
-                seq: m.seq,
-                from: UserRef {
-                    id: m.user_id,
-                    name: m.name,
-                },
-                text: if m.deleted { String::new() } else { m.text },
-                ts: m.ts,
-                deleted: m.deleted,
-            });
-        }
+        let seq = self.seq;
+        self.history.extend(
+            recent
+                .into_iter()
+                .filter(|m| m.seq <= seq)
+                .map(chat_message),
+        );
         while self.history.len() > self.kept() {
             self.history.pop_front();
         }
@@ -542,19 +551,7 @@ impl Room {
                 retry_after_ms: Some(1000),
             }),
             None => {
-                let mut messages: Vec<ChatMessage> = stored
-                    .into_iter()
-                    .map(|m| ChatMessage {
-                        seq: m.seq,
-                        from: UserRef {
-                            id: m.user_id,
-                            name: m.name,
-                        },
-                        text: if m.deleted { String::new() } else { m.text },
-                        ts: m.ts,
-                        deleted: m.deleted,
-                    })
-                    .collect();
+                let mut messages: Vec<ChatMessage> = stored.into_iter().map(chat_message).collect();
                 messages.extend(p.memory);
                 encode(&ServerMsg::History { messages, more })
             }
