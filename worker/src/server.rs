@@ -48,7 +48,7 @@ async fn root(
     let ws = ws
         .max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024);
     let mode = worker.room().settings.mode;
     if mode == RoomMode::Shootout {
