@@ -21,6 +21,7 @@ mod rundir;
 mod state;
 mod store;
 mod supervisor;
+mod tombstone;
 mod writer;
 
 use std::net::SocketAddr;

@@ -372,9 +372,16 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
 /// but its port is free again.
 fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String) {
     tracing::error!(room = %entry.name, %reason, "room failed");
-    entry.set_state(RoomState::Failed(reason));
+    let port = entry.port();
+    let served = entry.ever_ready.load(Ordering::Acquire);
+    entry.set_state(RoomState::Failed(reason.clone()));
     master.registry.release(entry);
     crate::catalog::forget(master, &entry.name);
+    if served && port != 0 {
+        // Its clients were cut off by the crash: tell the ones who come
+        // back why, for a short while.
+        crate::tombstone::serve(master, port, &entry.name, &reason);
+    }
 }
 
 /// Asks a room to shut down: over IPC when linked, else with SIGTERM.

@@ -239,8 +239,21 @@ async fn crash_loop_exhausts_the_restart_budget() {
         "the error does not mention the restart budget: {room}"
     );
     assert_eq!(room["restarts"], 2, "{room}");
-    // The failed room's port is free again.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A client coming back during the notice period learns why.
+    let mut back = Client::connect(port, "name=back").await;
+    let closing = back.recv_type("closing").await;
+    assert!(
+        closing["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("budget"),
+        "{closing}"
+    );
+    let (code, reason) = back.expect_close().await;
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.contains("failed"), "{reason}");
+    // After the notice the failed room's port is free again.
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match std::net::TcpListener::bind(("127.0.0.1", port)) {
             Ok(_) => break,
