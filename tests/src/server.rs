@@ -15,6 +15,42 @@ use serde_json::Value;
 
 use crate::procs::{self, pid_alive};
 
+/// The master's command line as the harness runs it: its run dir with the
+/// data dir beside it, the given ports, loopback binds, no keys or secret
+/// from the test's own environment, `RUST_LOG=info` unless set.
+pub fn master_command(
+    bin: &Path,
+    run_dir: &Path,
+    (port, admin_port, room_ports): (u16, u16, (u16, u16)),
+    args: &[String],
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--run-dir")
+        .arg(run_dir)
+        .arg("--data-dir")
+        .arg(run_dir.with_file_name("data"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--admin-port")
+        .arg(admin_port.to_string())
+        .arg("--room-ports")
+        .arg(format!("{}-{}", room_ports.0, room_ports.1))
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--room-bind")
+        .arg("127.0.0.1")
+        .args(args)
+        .env_remove("KEY")
+        .env_remove("ADMIN_KEY")
+        .env_remove("JWT_SECRET")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd
+}
+
 /// Bound of the wait for `master.json`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -205,32 +241,8 @@ impl Server {
 
         let stdout = std::fs::File::create(log_dir.join("master.stdout.log")).unwrap();
         let stderr = std::fs::File::create(log_dir.join("master.stderr.log")).unwrap();
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--data-dir")
-            .arg(run_dir.with_file_name("data"))
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--admin-port")
-            .arg(admin_port.to_string())
-            .arg("--room-ports")
-            .arg(format!("{}-{}", room_ports.0, room_ports.1))
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--room-bind")
-            .arg("127.0.0.1")
-            .args(&opts.args)
-            .env_remove("KEY")
-            .env_remove("ADMIN_KEY")
-            .env_remove("JWT_SECRET")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
+        let mut cmd = master_command(&bin, &run_dir, (port, admin_port, room_ports), &opts.args);
+        cmd.stdout(stdout).stderr(stderr);
         if !opts.generated_keys {
             cmd.env("KEY", &key).env("ADMIN_KEY", &admin_key);
         }

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use chat_tests::procs::{self, pid_alive};
@@ -45,34 +45,16 @@ pub fn master_command_on(
     let stdout = std::fs::File::create(s.log_dir.join(format!("{tag}.stdout.log"))).unwrap();
     let stderr_path = s.log_dir.join(format!("{tag}.stderr.log"));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut cmd = Command::new(chatserver_bin());
-    cmd.arg("--run-dir")
-        .arg(&s.run_dir)
-        .arg("--data-dir")
-        .arg(s.run_dir.with_file_name("data"))
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--admin-port")
-        .arg(admin_port.to_string())
-        .arg("--room-ports")
-        .arg(format!("{}-{}", room_ports.0, room_ports.1))
-        .arg("--bind")
-        .arg("127.0.0.1")
-        .arg("--room-bind")
-        .arg("127.0.0.1")
-        .args(args)
-        .env_remove("KEY")
-        .env_remove("ADMIN_KEY")
-        .env_remove("JWT_SECRET")
-        .env("RUST_BACKTRACE", "1")
-        .env("KEY", &s.key)
+    let mut cmd = chat_tests::server::master_command(
+        &chatserver_bin(),
+        &s.run_dir,
+        (port, admin_port, room_ports),
+        args,
+    );
+    cmd.env("KEY", &s.key)
         .env("ADMIN_KEY", &s.admin_key)
-        .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
     if let Some(secret) = &s.jwt_secret {
         cmd.env("JWT_SECRET", secret);
     }
