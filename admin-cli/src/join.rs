@@ -151,6 +151,7 @@ impl Session {
                 room,
                 you,
                 members,
+                member_count,
                 history,
                 ..
             } => {
@@ -166,7 +167,7 @@ impl Session {
                     .map(|m| format!("{} ({})", m.name, m.id))
                     .collect();
                 let mut out = vec![format!(
-                    "* joined room {room} as {} ({}, {}); members: {}",
+                    "* joined room {room} as {} ({}, {}); {member_count} members: {}{}",
                     you.name,
                     you.id,
                     role_name(you.role),
@@ -174,6 +175,11 @@ impl Session {
                         "-".into()
                     } else {
                         names.join(", ")
+                    },
+                    if (member_count as usize) > members.len() {
+                        ", …"
+                    } else {
+                        ""
                     }
                 )];
                 out.extend(history.iter().map(fmt_message));
@@ -205,6 +211,24 @@ impl Session {
                 )];
                 out.extend(messages.iter().map(fmt_message));
                 out
+            }
+            ServerMsg::Members { members, more } => {
+                for m in &members {
+                    self.members.insert(m.id.clone(), m.name.clone());
+                }
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{} ({})", m.name, m.id))
+                    .collect();
+                vec![format!(
+                    "* members: {}{}",
+                    if names.is_empty() {
+                        "-".into()
+                    } else {
+                        names.join(", ")
+                    },
+                    if more { " (more)" } else { "" }
+                )]
             }
             ServerMsg::Typing { .. } | ServerMsg::Pong => Vec::new(),
             ServerMsg::Deleted { seq, by } => {

@@ -163,6 +163,7 @@ pub enum ServerMsg {
         /// The first members (by name, at most 100); `member_count` says
         /// how many there are, `members` requests page through the rest.
         members: Vec<Member>,
+        #[serde(default)]
         member_count: u32,
         history: Vec<ChatMessage>,
         seq: u64,
