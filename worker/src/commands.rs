@@ -239,6 +239,11 @@ impl Room {
         };
         let msg = self.append(from, text);
         let seq = msg.seq;
+        // Wake the master link before the recipients' writers: the runtime
+        // runs woken tasks in order, so the message reaches the master's
+        // socket before any client's. A room killed right after a broadcast
+        // has then handed the message over, and its seq is never reused.
+        self.flush.notify_one();
         let started = Instant::now();
         let bytes = encode(&ServerMsg::Message(msg));
         self.broadcast(&bytes, Some(conn.id), None);
@@ -249,7 +254,6 @@ impl Room {
             out: conn.out.clone(),
             client_id,
         });
-        self.flush.notify_one();
     }
 
     fn whisper(&mut self, conn: &Conn, to: &str, text: String) {
