@@ -154,26 +154,20 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
     let servers = TaskTracker::new();
     servers.spawn(ipc_server::serve(master.clone(), ipc));
-    let stop = master.api_stop.clone();
-    let main_app = http::main_api::router(master.clone());
-    servers.spawn(async move {
-        if let Err(e) = axum::serve(nodelay(main_listener), main_app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "room API failed");
-        }
-    });
-    let stop = master.api_stop.clone();
-    let admin_app = http::admin_api::router(master.clone());
-    servers.spawn(async move {
-        if let Err(e) = axum::serve(nodelay(admin_listener), admin_app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "admin API failed");
-        }
-    });
+    serve_api(
+        &servers,
+        &master,
+        main_listener,
+        http::main_api::router(master.clone()),
+        "room API",
+    );
+    serve_api(
+        &servers,
+        &master,
+        admin_listener,
+        http::admin_api::router(master.clone()),
+        "admin API",
+    );
     servers.close();
     let heartbeats = TaskTracker::new();
     start_heartbeats(&master, &heartbeats)?;
@@ -243,6 +237,25 @@ async fn store_init(master: state::Shared) {
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
+}
+
+/// Serves an API until the APIs stop (shutdown or restart).
+fn serve_api(
+    tasks: &TaskTracker,
+    master: &state::Shared,
+    listener: TcpListener,
+    app: axum::Router,
+    what: &'static str,
+) {
+    let stop = master.api_stop.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(nodelay(listener), app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "{what} failed");
+        }
+    });
 }
 
 /// Accepted API connections without the Nagle delay.
