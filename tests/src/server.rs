@@ -216,6 +216,22 @@ impl Server {
 
     /// Starts a master and waits until it is ready (`master.json` exists).
     pub async fn start(opts: ServerOpts) -> Server {
+        // Free ports are chosen before the master binds them: another
+        // process may take one in between. Then start over on new ports.
+        for attempt in 1..=4 {
+            match Self::start_once(opts.clone()).await {
+                Ok(s) => return s,
+                Err(logs) if attempt < 4 && logs.contains("Address already in use") => {
+                    eprintln!("a port was taken before the master bound it; retrying");
+                }
+                Err(logs) => panic!("the master exited before writing master.json\n{logs}"),
+            }
+        }
+        unreachable!("the last attempt panics or returns")
+    }
+
+    /// One start; `Err(logs)` when the master exited before it was ready.
+    async fn start_once(opts: ServerOpts) -> Result<Server, String> {
         let bin = chatserver_bin();
         assert!(
             bin.is_file(),
@@ -276,7 +292,13 @@ impl Server {
         };
         // From here on, a panic drops `server`, which prints the logs and
         // kills what was started.
-        let master_json = server.await_ready().await;
+        let master_json = match server.await_ready().await {
+            Ok(v) => v,
+            Err(logs) => {
+                server.child = None;
+                return Err(logs);
+            }
+        };
         assert_eq!(
             master_json["pid"].as_i64(),
             Some(i64::from(pid)),
@@ -306,10 +328,10 @@ impl Server {
             server.key = key;
             server.admin_key = admin_key;
         }
-        server
+        Ok(server)
     }
 
-    async fn await_ready(&mut self) -> Value {
+    async fn await_ready(&mut self) -> Result<Value, String> {
         let path = self.run_dir.join("master.json");
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
@@ -317,17 +339,14 @@ impl Server {
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
                 && v.get("pid").is_some()
             {
-                return v;
+                return Ok(v);
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "the master exited ({status}) before writing master.json\n{}",
-                    self.logs()
-                );
+                return Err(format!("exit: {status}\n{}", self.logs()));
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
