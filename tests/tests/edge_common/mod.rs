@@ -848,28 +848,32 @@ impl Drop for Nginx {
         if std::thread::panicking() {
             eprintln!("----- nginx logs -----\n{}", self.logs());
         }
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id() as i32;
-        let workers = procs::children_of(pid);
-        // Fast shutdown (SIGTERM); SIGKILL if it lingers.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            stop_nginx(&mut child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        for w in workers {
-            procs::sigkill(w);
+    }
+}
+
+/// Stops an nginx started in the foreground: SIGTERM (its master stops the
+/// workers), SIGKILL for the master and its workers if it lingers.
+pub fn stop_nginx(child: &mut Child) {
+    let pid = child.id() as i32;
+    let workers = procs::children_of(pid);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in workers {
+        procs::sigkill(w);
     }
 }
 
