@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 /// The chatserver master: room API, admin API, and the supervisor of one
-/// `chatroom` process per room.
+/// room process per room.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "chatserver", version)]
 pub struct Config {
@@ -42,7 +42,8 @@ pub struct Config {
     /// Address room ports bind.
     #[arg(long, env = "ROOM_BIND", default_value = "0.0.0.0")]
     pub room_bind: IpAddr,
-    /// The `chatroom` binary (default: next to this executable).
+    /// A separate room binary (`chatroom`); by default rooms run this
+    /// executable in its room role (`chatserver room ...`).
     #[arg(long, env = "WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
     /// Directory of the master's socket, lock, key and state files.

@@ -1,5 +1,7 @@
 //! `chatserver`: the master process. Serves the room API and the admin API,
-//! spawns one `chatroom` worker per room and supervises them.
+//! spawns one worker process per room and supervises them. The same
+//! executable runs a room when started as `chatserver room ...` (what the
+//! master spawns by default); that role is chosen before any runtime exists.
 //!
 //! Shutdown (SIGTERM, SIGINT or `DELETE /api/v1/shutdown`): stop accepting,
 //! tell every room to close (clients get 1001), wait up to the grace period,
@@ -22,10 +24,10 @@ mod state;
 mod store;
 mod supervisor;
 mod tombstone;
+mod worker_cmd;
 mod writer;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +44,11 @@ use crate::rundir::{MasterInfo, RunDir};
 use crate::state::Master;
 
 fn main() -> anyhow::Result<()> {
+    // The room role builds its own current-thread runtime and logging.
+    if let Some(args) = worker_cmd::room_args() {
+        worker_cmd::name_room_process();
+        return chatroom::run_from_args(args);
+    }
     let cfg = Config::load();
     let log = logging::init();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -68,21 +75,6 @@ fn raise_nofile() {
     }
 }
 
-fn worker_bin(cfg: &Config) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &cfg.worker_bin {
-        return Ok(p.clone());
-    }
-    let me = std::env::current_exe().context("cannot find this executable")?;
-    let dir = me.parent().context("this executable has no directory")?;
-    let bin = dir.join("chatroom");
-    anyhow::ensure!(
-        bin.exists(),
-        "no chatroom binary next to {}; use --worker-bin",
-        me.display()
-    );
-    Ok(bin)
-}
-
 async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let pid = std::process::id();
     let _span = tracing::info_span!("chatserver", pid).entered();
@@ -95,7 +87,8 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             "no JWT_SECRET: every room is open to guests (?name=); set JWT_SECRET to require signed tokens"
         );
     }
-    let worker_bin = worker_bin(&cfg)?;
+    let worker_bin = worker_cmd::WorkerCmd::resolve(cfg.worker_bin.as_deref())?;
+    tracing::info!(worker = %worker_bin, "rooms run as");
     let hostname = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())

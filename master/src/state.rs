@@ -24,7 +24,7 @@ pub struct Master {
     pub cfg: Config,
     pub keys: Keys,
     pub registry: Registry,
-    pub worker_bin: PathBuf,
+    pub worker_bin: crate::worker_cmd::WorkerCmd,
     pub socket: PathBuf,
     pub hostname: String,
     pub started: Instant,

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::registry::{Refused, RoomEntry, RoomState};
 use crate::state::Shared;
@@ -74,7 +74,7 @@ pub fn start(master: &Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
 }
 
 fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
-    let mut cmd = Command::new(&master.worker_bin);
+    let mut cmd = master.worker_bin.command();
     cmd.arg("--room")
         .arg(&entry.name)
         .arg("--port")
@@ -184,7 +184,7 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
                         Proc::Child(c)
                     }
                     Err(e) => {
-                        tracing::error!(%room, error = %e, bin = %master.worker_bin.display(), "cannot spawn the room worker");
+                        tracing::error!(%room, error = %e, bin = %master.worker_bin, "cannot spawn the room worker");
                         return fail(
                             &master,
                             &entry,

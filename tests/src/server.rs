@@ -65,6 +65,8 @@ pub struct ServerOpts {
     pub args: Vec<String>,
     /// Number of ports in `--room-ports`.
     pub room_ports: u16,
+    /// The master binary (default: `chatserver_bin()`).
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for ServerOpts {
@@ -74,6 +76,7 @@ impl Default for ServerOpts {
             jwt_secret: None,
             args: Vec::new(),
             room_ports: 20,
+            bin: None,
         }
     }
 }
@@ -96,6 +99,12 @@ impl ServerOpts {
     /// A random `JWT_SECRET`.
     pub fn with_jwt(self) -> Self {
         self.jwt_secret(crate::random_string(32))
+    }
+
+    /// Runs this master binary instead of the build's `chatserver`.
+    pub fn bin(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.bin = Some(bin.into());
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -232,7 +241,7 @@ impl Server {
 
     /// One start; `Err(logs)` when the master exited before it was ready.
     async fn start_once(opts: ServerOpts) -> Result<Server, String> {
-        let bin = chatserver_bin();
+        let bin = opts.bin.clone().unwrap_or_else(chatserver_bin);
         assert!(
             bin.is_file(),
             "{} does not exist; build it with cargo build -p chatserver -p chatroom",
