@@ -93,6 +93,10 @@ pub struct Config {
     /// Interval of load-balancer heartbeats.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub lb_interval: Duration,
+    /// Version advertised to the load balancers (what platforms ask for in
+    /// `GET /find/{version}`); the original chatserver's by default.
+    #[arg(long, env = "LB_VERSION", default_value = DEFAULT_LB_VERSION)]
+    pub lb_version: String,
     /// PEM file of a private CA for https load balancers.
     #[arg(long, env = "LB_CA")]
     pub lb_ca: Option<String>,
@@ -101,6 +105,9 @@ pub struct Config {
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 }
+
+/// The room API version the original chatserver advertised.
+pub const DEFAULT_LB_VERSION: &str = "1.0.0";
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
@@ -130,6 +137,9 @@ impl Config {
         c.lb_key = c.lb_key.filter(|k| !k.is_empty());
         c.store = c.store.filter(|k| !k.trim().is_empty());
         c.load_balancers.retain(|u| !u.trim().is_empty());
+        if c.lb_version.trim().is_empty() {
+            c.lb_version = DEFAULT_LB_VERSION.to_owned();
+        }
         c
     }
 

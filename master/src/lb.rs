@@ -3,8 +3,12 @@
 //!
 //! `PUT {lb}/register/{name}/{capacity}/{rooms}/{version}` with `X-API-Key`,
 //! every `--lb-interval`; `DELETE {lb}/register/{name}` at shutdown. `{name}`
-//! is the URL-encoded `HOST:PORT`. While draining, capacity equals rooms (no
-//! free slot).
+//! is the URL-encoded `HOST:PORT`; `{version}` is `--lb-version` (`1.0.0`,
+//! the original's). Differences from the original chatserver: capacity is
+//! `--max-rooms` (not CPUs − 1); a draining host unregisters once and stops
+//! heartbeating (the load balancer would still hand it out), and registers
+//! again on resume; the first heartbeat waits until running rooms are
+//! adopted after a restart.
 //!
 //! Each load balancer has its own circuit breaker (1 s timeout; open after 3
 //! consecutive failures; half-open after 30 s) and its own task, so a slow or
@@ -17,6 +21,7 @@ use metrics::{counter, gauge};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
 
@@ -196,35 +201,79 @@ pub fn client(ca_file: Option<&str>) -> Result<reqwest::Client, LbError> {
     b.build().map_err(LbError::Client)
 }
 
+/// How this host registers: its name, key and advertised version, and the
+/// heartbeat interval.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// `encodeURIComponent(HOST:PORT)`.
+    pub name: String,
+    pub key: String,
+    /// The version platforms ask for in `GET /find/{version}`.
+    pub version: String,
+    pub every: Duration,
+}
+
+/// How often a heartbeat task looks at the drain state between heartbeats
+/// (a drain or a resume reaches the load balancers within this).
+const DRAIN_CHECK: Duration = Duration::from_millis(250);
+
+/// Where this host stands with one load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Heartbeating (or trying to).
+    Listed,
+    /// Unregistered while draining: no heartbeats until a resume.
+    Withdrawn,
+}
+
+/// An error with every cause, `a: b: c` (reqwest's own text is only "error
+/// sending request"; the cause says "connection refused").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+fn request_error(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
+}
+
 /// What this host reports: (capacity, rooms).
 fn load(master: &Shared) -> (usize, usize) {
-    let rooms = master.registry.len();
-    if master.registry.accepting() {
-        (master.registry.capacity(), rooms)
-    } else {
-        (rooms, rooms)
-    }
+    (master.registry.capacity(), master.registry.len())
+}
+
+/// The heartbeat's path: `/register/{name}/{capacity}/{rooms}/{version}`.
+fn register_path(reg: &Registration, capacity: usize, rooms: usize) -> String {
+    format!(
+        "/register/{}/{capacity}/{rooms}/{}",
+        reg.name,
+        utf8_percent_encode(&reg.version, COMPONENT)
+    )
 }
 
 async fn register(
     master: &Shared,
     http: &reqwest::Client,
     lb: &LoadBalancer,
-    name: &str,
-    key: &str,
+    reg: &Registration,
 ) -> Result<(), String> {
     let (capacity, rooms) = load(master);
-    let url = format!(
-        "{}/register/{name}/{capacity}/{rooms}/{}",
-        lb.url,
-        chat_shared::VERSION
-    );
+    let url = format!("{}{}", lb.url, register_path(reg, capacity, rooms));
     let res = http
         .put(url)
-        .header("X-API-Key", key)
+        .header("X-API-Key", &reg.key)
         .send()
         .await
-        .map_err(|e| e.without_url().to_string())?;
+        .map_err(request_error)?;
     let status = res.status();
     if status.is_success() {
         Ok(())
@@ -237,46 +286,87 @@ async fn register(
     }
 }
 
+/// `DELETE {lb}/register/{name}`, once; the outcome is logged.
+async fn unregister(http: &reqwest::Client, lb: &LoadBalancer, reg: &Registration, why: &str) {
+    let url = format!("{}/register/{}", lb.url, reg.name);
+    match http.delete(url).header("X-API-Key", &reg.key).send().await {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(lb = %lb.url, why, "unregistered from the load balancer")
+        }
+        Ok(r) => {
+            tracing::warn!(lb = %lb.url, why, status = %r.status(), "load balancer refused the unregistration")
+        }
+        Err(e) => {
+            tracing::warn!(lb = %lb.url, why, error = %request_error(e), "cannot unregister from the load balancer")
+        }
+    }
+}
+
+/// One heartbeat through the breaker.
+async fn heartbeat(master: &Shared, http: &reqwest::Client, lb: &LoadBalancer, reg: &Registration) {
+    if lb.allow(Instant::now()) {
+        match register(master, http, lb, reg).await {
+            Ok(()) => lb.success(Instant::now()),
+            Err(e) => lb.failure(Instant::now(), e),
+        }
+    }
+    gauge!("chat_lb_breaker_open", "lb" => lb.url.clone()).set(
+        if lb.status().breaker == Breaker::Open {
+            1.0
+        } else {
+            0.0
+        },
+    );
+}
+
 /// Heartbeats one load balancer until shutdown, then unregisters.
+///
+/// The first heartbeat waits for `adopted` (running rooms adopted after a
+/// restart, so it does not report 0 rooms). While the host drains it is
+/// unregistered once and sends no heartbeats (the original load balancer
+/// hands out hosts whatever their free capacity); a resume registers it
+/// again at once.
 pub async fn run_one(
     master: Shared,
     http: reqwest::Client,
     lb: Arc<LoadBalancer>,
-    name: String,
-    key: String,
-    every: Duration,
+    reg: Registration,
+    adopted: CancellationToken,
 ) {
+    tokio::select! {
+        _ = master.shutdown.cancelled() => return,
+        _ = adopted.cancelled() => {}
+    }
+    let mut standing = Standing::Listed;
+    let mut next_beat = tokio::time::Instant::now();
     loop {
-        let now = Instant::now();
-        if lb.allow(now) {
-            match register(&master, &http, &lb, &name, &key).await {
-                Ok(()) => lb.success(Instant::now()),
-                Err(e) => lb.failure(Instant::now(), e),
+        let now = tokio::time::Instant::now();
+        match (master.registry.accepting(), standing) {
+            (true, Standing::Listed) if now >= next_beat => {
+                heartbeat(&master, &http, &lb, &reg).await;
+                next_beat = now + reg.every;
             }
+            (true, Standing::Listed) => {}
+            (true, Standing::Withdrawn) => {
+                tracing::info!(lb = %lb.url, "resumed: registering with the load balancer again");
+                standing = Standing::Listed;
+                heartbeat(&master, &http, &lb, &reg).await;
+                next_beat = now + reg.every;
+            }
+            (false, Standing::Listed) => {
+                unregister(&http, &lb, &reg, "draining").await;
+                standing = Standing::Withdrawn;
+            }
+            (false, Standing::Withdrawn) => {}
         }
-        gauge!("chat_lb_breaker_open", "lb" => lb.url.clone()).set(
-            if lb.status().breaker == Breaker::Open {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        let wake = next_beat.min(tokio::time::Instant::now() + DRAIN_CHECK);
         tokio::select! {
             _ = master.shutdown.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    let url = format!("{}/register/{name}", lb.url);
-    match http.delete(url).header("X-API-Key", &key).send().await {
-        Ok(r) if r.status().is_success() => {
-            tracing::info!(lb = %lb.url, "unregistered from the load balancer")
-        }
-        Ok(r) => {
-            tracing::warn!(lb = %lb.url, status = %r.status(), "load balancer refused the unregistration")
-        }
-        Err(e) => {
-            tracing::warn!(lb = %lb.url, error = %e.without_url(), "cannot unregister from the load balancer")
-        }
+    if standing == Standing::Listed {
+        unregister(&http, &lb, &reg, "shutting down").await;
     }
 }
 
@@ -293,6 +383,40 @@ mod tests {
         assert_eq!(
             host_name("https://chat-1.example.com/", 443),
             "https%3A%2F%2Fchat-1.example.com%3A443"
+        );
+    }
+
+    #[test]
+    fn register_path_carries_the_advertised_version() {
+        let reg = Registration {
+            name: host_name("http://10.0.0.5", 80),
+            key: "k".into(),
+            version: "1.0.0".into(),
+            every: Duration::from_secs(10),
+        };
+        assert_eq!(
+            register_path(&reg, 40, 3),
+            "/register/http%3A%2F%2F10.0.0.5%3A80/40/3/1.0.0"
+        );
+        let odd = Registration {
+            version: "2.0 beta/1".into(),
+            ..reg
+        };
+        assert!(register_path(&odd, 1, 0).ends_with("/1/0/2.0%20beta%2F1"));
+    }
+
+    #[test]
+    fn error_chain_names_every_cause() {
+        #[derive(Debug, Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "error sending request: Connection refused (os error 111)"
         );
     }
 

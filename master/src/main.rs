@@ -139,7 +139,16 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let background = TaskTracker::new();
     background.spawn(store_init(master.clone()));
     background.spawn(cache::run(master.clone()));
-    background.spawn(catalog::reconcile(master.clone()));
+    // Load-balancer heartbeats start once running rooms are adopted (and the
+    // catalog's others respawned), not with a count of 0 after a restart.
+    let adopted = CancellationToken::new();
+    {
+        let (m, adopted) = (master.clone(), adopted.clone());
+        background.spawn(async move {
+            catalog::reconcile(m).await;
+            adopted.cancel();
+        });
+    }
     let writer_task = tokio::spawn(writer::run(master.clone(), writes));
     background.close();
 
@@ -163,7 +172,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     );
     servers.close();
     let heartbeats = TaskTracker::new();
-    start_heartbeats(&master, &heartbeats)?;
+    start_heartbeats(&master, &heartbeats, &adopted)?;
     heartbeats.close();
 
     run_dir
@@ -259,7 +268,11 @@ fn nodelay(l: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
 }
 
 /// One heartbeat task per load balancer.
-fn start_heartbeats(master: &state::Shared, tasks: &TaskTracker) -> anyhow::Result<()> {
+fn start_heartbeats(
+    master: &state::Shared,
+    tasks: &TaskTracker,
+    adopted: &CancellationToken,
+) -> anyhow::Result<()> {
     if master.lbs.is_empty() {
         return Ok(());
     }
@@ -273,17 +286,21 @@ fn start_heartbeats(master: &state::Shared, tasks: &TaskTracker) -> anyhow::Resu
         .host
         .clone()
         .unwrap_or_else(|| format!("http://{}", master.hostname));
-    let name = lb::host_name(&host, master.cfg.port);
+    let reg = lb::Registration {
+        name: lb::host_name(&host, master.cfg.port),
+        key,
+        version: master.cfg.lb_version.clone(),
+        every: master.cfg.lb_interval,
+    };
     let http = lb::client(master.cfg.lb_ca.as_deref())?;
     for l in &master.lbs {
-        tracing::info!(lb = %l.url, %host, "registering with the load balancer");
+        tracing::info!(lb = %l.url, %host, version = %reg.version, "registering with the load balancer once rooms are adopted");
         tasks.spawn(lb::run_one(
             master.clone(),
             http.clone(),
             l.clone(),
-            name.clone(),
-            key.clone(),
-            master.cfg.lb_interval,
+            reg.clone(),
+            adopted.clone(),
         ));
     }
     Ok(())
