@@ -202,12 +202,22 @@ async fn the_first_heartbeat_after_a_restart_reports_the_adopted_rooms() {
         .await;
     let before = started_at(&s).await.expect("the master answers");
 
+    // The rooms are held still across the restart and let go once the new
+    // image answers: a heartbeat sent before their adoption would see none.
+    let pids = [s.room_pid("kept-1").await, s.room_pid("kept-2").await];
+    for &p in &pids {
+        procs::signal(p, Signal::SIGSTOP);
+    }
     let at_hup = calls(&lb, s.port).len();
     procs::signal(s.pid, Signal::SIGHUP);
-    wait_for(BEATS, "the restarted master", || async {
+    let restarted = wait_for(BEATS, "the restarted master", || async {
         started_at(&s).await.filter(|now| *now != before)
     })
     .await;
+    for &p in &pids {
+        procs::signal(p, Signal::SIGCONT);
+    }
+    assert_ne!(restarted, before);
     // The new image heartbeats ...
     let c = wait_calls(&lb, s.port, at_hup + 3, "heartbeats after the restart").await;
     // ... and not one heartbeat since the SIGHUP, its first included, said
