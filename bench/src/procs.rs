@@ -1,9 +1,11 @@
-//! Ports, processes and memory, from plain sockets and `/proc`.
+//! Ports, processes and memory, from plain sockets and `/proc` (the shared
+//! `procfs` module).
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_shared::procfs;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::Rng;
@@ -34,37 +36,21 @@ pub fn port_range(len: u16) -> anyhow::Result<(u16, u16)> {
     anyhow::bail!("no range of {len} free ports found")
 }
 
+fn pid_u32(pid: i32) -> anyhow::Result<u32> {
+    u32::try_from(pid).with_context(|| format!("bad pid {pid}"))
+}
+
 /// Resident memory of a process (`VmRSS`), in bytes.
 pub fn rss_bytes(pid: i32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    parse_vmrss(&status).with_context(|| format!("no VmRSS for pid {pid}"))
+    procfs::rss_bytes(pid_u32(pid)?).with_context(|| format!("no VmRSS for pid {pid}"))
 }
 
 /// Proportional and private resident memory of a process
 /// (`/proc/PID/smaps_rollup`: `Pss`, `Private_Clean + Private_Dirty`), bytes.
 pub fn pss_private_bytes(pid: i32) -> anyhow::Result<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+    let m = procfs::memory(pid_u32(pid)?)
         .with_context(|| format!("cannot read /proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| -> u64 {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Ok((
-        field("Pss:"),
-        field("Private_Clean:") + field("Private_Dirty:"),
-    ))
-}
-
-/// `VmRSS:   1234 kB` → bytes.
-pub fn parse_vmrss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    Ok((m.pss, m.private))
 }
 
 /// Raises this process's soft open-file limit to the hard limit; returns it.
@@ -92,18 +78,7 @@ pub fn signal(pid: i32, sig: Signal) {
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(procfs::alive)
 }
 
 /// Stops a child: SIGTERM, up to `grace`, then SIGKILL. Bounded.
@@ -120,32 +95,12 @@ pub async fn stop_child(child: &mut tokio::process::Child, grace: Duration) {
 
 /// One line of machine facts for the reports.
 pub fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let (mem, _) = procfs::meminfo();
     serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "cpu": cpu,
-        "mem_gib": (mem as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
-        "kernel": kernel,
+        "cpu": procfs::cpu_model(),
+        "mem_gib": (mem as f64 / 1024.0 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": procfs::kernel_release(),
     })
 }
 
@@ -155,10 +110,8 @@ mod tests {
 
     #[test]
     fn vmrss() {
-        let s = "Name:\tchatroom\nVmPeak:\t  9000 kB\nVmRSS:\t  2048 kB\nThreads: 1\n";
-        assert_eq!(parse_vmrss(s), Some(2048 * 1024));
-        assert_eq!(parse_vmrss("Name: x\n"), None);
         assert!(rss_bytes(std::process::id() as i32).unwrap() > 0);
+        assert!(rss_bytes(-1).is_err());
     }
 
     #[test]

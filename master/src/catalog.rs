@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chat_shared::settings::RoomSettings;
 
+use crate::events::{EventKind, Subscription};
 use crate::registry::RoomEntry;
 use crate::state::Shared;
 use crate::store::RoomRecord;
@@ -62,6 +63,19 @@ pub fn forget(master: &Shared, name: &str) {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }
     });
+}
+
+/// Keeps the catalog in step with the rooms' lifecycle events: a room is
+/// recorded once its first worker listens, and forgotten when it ends on
+/// purpose or fails (only rooms that died with their master are respawned).
+pub async fn follow(master: Shared, mut events: Subscription) {
+    while let Some(e) = events.next().await {
+        match e.kind {
+            EventKind::Ready { first: true, .. } => record(&master, &e.room, "ready"),
+            EventKind::Stopped | EventKind::Failed { .. } => forget(&master, &e.room.name),
+            _ => {}
+        }
+    }
 }
 
 /// Respawns catalog rooms that no running worker announced.

@@ -13,7 +13,7 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use tokio::sync::mpsc;
 
-use crate::registry::{RoomEntry, RoomState};
+use crate::registry::RoomEntry;
 use crate::state::Shared;
 use crate::writer::{Write, stored_message};
 
@@ -189,16 +189,11 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
     match msg {
         WorkerMsg::Listening { port } => {
             tracing::info!(room = %entry.name, port, pid = entry.pid(), "room ready");
-            entry
-                .ever_ready
-                .store(true, std::sync::atomic::Ordering::Release);
-            if entry.state() == RoomState::Starting {
-                entry.set_state(RoomState::Ready);
-            }
+            entry.life.listening(entry.pid(), port);
         }
         WorkerMsg::BindFailed { port, reason } => {
             tracing::warn!(room = %entry.name, port, %reason, "room could not bind its port");
-            entry.bind_failed.store(true, Ordering::Release);
+            entry.life.port_taken();
         }
         WorkerMsg::Pong { .. } => {}
         WorkerMsg::Stats(s) => {
@@ -237,7 +232,7 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
         }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");
-            entry.set_state(RoomState::Closing);
+            entry.life.stop();
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chat_shared::procfs;
 use serde::Serialize;
 
 use crate::state::Master;
@@ -40,44 +41,6 @@ fn open_files_limit() -> u64 {
         .unwrap_or(0)
 }
 
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn load_avg() -> [f64; 3] {
-    let s = read("/proc/loadavg");
-    let mut it = s.split_whitespace().map(|v| v.parse().unwrap_or(0.0));
-    [
-        it.next().unwrap_or(0.0),
-        it.next().unwrap_or(0.0),
-        it.next().unwrap_or(0.0),
-    ]
-}
-
-/// (total, available) memory in bytes.
-fn memory() -> (u64, u64) {
-    let s = read("/proc/meminfo");
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("MemTotal:"), field("MemAvailable:"))
-}
-
-fn os_uptime() -> Duration {
-    let s = read("/proc/uptime");
-    let secs: f64 = s
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    Duration::from_secs_f64(secs.max(0.0))
-}
-
 /// An ISO 8601 duration such as `P1DT2H3M4S`.
 pub fn iso_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -90,7 +53,7 @@ pub fn iso_duration(d: Duration) -> String {
 }
 
 pub fn load(master: &Master) -> Load {
-    let (total, free) = memory();
+    let (total, free) = procfs::meminfo();
     let rooms = master.registry.all();
     let percentage = if total > 0 {
         ((total - free.min(total)) as f64 / total as f64 * 10000.0).round() / 100.0
@@ -98,7 +61,7 @@ pub fn load(master: &Master) -> Load {
         0.0
     };
     Load {
-        load_avg: load_avg(),
+        load_avg: procfs::loadavg(),
         total_memory: total,
         free_memory: free,
         percentage,
@@ -112,7 +75,7 @@ pub fn load(master: &Master) -> Load {
             .join(","),
         room_count: rooms.len(),
         capacity: master.registry.capacity(),
-        os_up_time: iso_duration(os_uptime()),
+        os_up_time: iso_duration(procfs::uptime()),
         up_time: iso_duration(master.started.elapsed()),
         started_at: master.started_at.to_rfc3339(),
         accepting_connections: master.registry.accepting(),

@@ -10,10 +10,12 @@
 mod cache;
 mod catalog;
 mod config;
+mod events;
 mod http;
 mod ipc_server;
 mod keys;
 mod lb;
+mod lifecycle;
 mod load;
 mod logging;
 mod metrics;
@@ -99,7 +101,9 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     tracing::info!(store = store.kind(), "store opened");
     let (writer, writes) = writer::Writer::new();
     let shutdown = CancellationToken::new();
+    let supervisors = TaskTracker::new();
     let master = Arc::new(Master {
+        events: events::Events::new(supervisors.clone()),
         store,
         store_ok: std::sync::atomic::AtomicBool::new(false),
         cache: cache::Cache::new(),
@@ -114,7 +118,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         api_stop: shutdown.child_token(),
         restart: CancellationToken::new(),
         shutdown,
-        supervisors: TaskTracker::new(),
+        supervisors,
         log,
         metrics: metrics::Metrics::install().map_err(anyhow::Error::msg)?,
         lbs: cfg
@@ -136,6 +140,9 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
 
+    // Subscribed before any room can start.
+    tokio::spawn(catalog::follow(master.clone(), master.events.subscribe()));
+    tokio::spawn(metrics::follow(master.events.subscribe()));
     let background = TaskTracker::new();
     background.spawn(store_init(master.clone()));
     background.spawn(cache::run(master.clone()));

@@ -3,10 +3,12 @@
 //! process at scrape time.
 
 use chat_shared::ipc::{FANOUT_BUCKETS, Histogram};
+use chat_shared::procfs;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::RoomState;
+use crate::events::{EventKind, Subscription};
+use crate::lifecycle::Lifecycle;
 use crate::state::Master;
 
 /// The master's metrics.
@@ -27,18 +29,6 @@ impl Metrics {
             handle: Some(handle),
             fanout: std::sync::Mutex::new(Histogram::default()),
         })
-    }
-
-    pub fn worker_started(&self) {
-        counter!("chat_worker_starts_total").increment(1);
-    }
-
-    pub fn worker_crashed(&self) {
-        counter!("chat_worker_crashes_total").increment(1);
-    }
-
-    pub fn worker_restarted(&self) {
-        counter!("chat_worker_restarts_total").increment(1);
     }
 
     pub fn ipc_error(&self) {
@@ -86,11 +76,11 @@ impl Metrics {
         let (mut members, mut connections) = (0u64, 0u64);
         for r in &rooms {
             let i = match r.state() {
-                RoomState::Starting => 0,
-                RoomState::Ready => 1,
-                RoomState::Closing => 2,
-                RoomState::Closed => 3,
-                RoomState::Failed(_) => 4,
+                Lifecycle::Starting | Lifecycle::PortTaken | Lifecycle::Restarting => 0,
+                Lifecycle::Running { .. } => 1,
+                Lifecycle::Stopping => 2,
+                Lifecycle::Stopped => 3,
+                Lifecycle::Failed(_) => 4,
             };
             by_state[i] += 1;
             let s = r.stats();
@@ -130,6 +120,18 @@ impl Metrics {
         };
         text.push_str(&self.render_fanout());
         text
+    }
+}
+
+/// Counts the rooms' lifecycle events (worker starts, crashes, restarts).
+pub async fn follow(mut events: Subscription) {
+    while let Some(e) = events.next().await {
+        match e.kind {
+            EventKind::Spawned { .. } => counter!("chat_worker_starts_total").increment(1),
+            EventKind::Crashed { .. } => counter!("chat_worker_crashes_total").increment(1),
+            EventKind::Restarting { .. } => counter!("chat_worker_restarts_total").increment(1),
+            _ => {}
+        }
     }
 }
 
@@ -190,34 +192,12 @@ fn describe() {
     );
 }
 
-/// (CPU seconds, resident bytes) of this process, from /proc.
+/// (CPU seconds, resident bytes) of this process, from /proc (zeros when
+/// it cannot be read).
 pub fn process_usage() -> (f64, u64) {
-    pid_usage(std::process::id())
-}
-
-/// (CPU seconds, resident bytes) of a process, from /proc.
-pub fn pid_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat; index 11 and 12 here.
-    let hz = 100.0; // USER_HZ is 100 on Linux
-    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    (cpu, rss_kb * 1024)
+    let pid = std::process::id();
+    let cpu = procfs::stat(pid).map_or(0.0, |s| s.cpu_seconds());
+    (cpu, procfs::rss_bytes(pid).unwrap_or(0))
 }
 
 #[cfg(test)]

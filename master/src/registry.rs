@@ -1,6 +1,7 @@
 //! The rooms this master serves: one entry per room name, its port, worker
-//! pid, state, link and last stats. Creating a room is idempotent: concurrent
-//! creates of one name share one entry and one worker.
+//! pid, lifecycle, link and last stats. Creating a room is idempotent:
+//! concurrent creates of one name share one entry and one worker; a create
+//! that meets a room that is over gets a fresh entry.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -15,31 +16,20 @@ pub fn new_epoch() -> u64 {
 }
 use chat_shared::settings::RoomSettings;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::lifecycle::{Life, Lifecycle};
 
-/// Lifecycle of a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RoomState {
-    Starting,
-    Ready,
-    Closing,
-    Closed,
-    Failed(String),
-}
-
-impl RoomState {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Ready => "ready",
-            Self::Closing => "closing",
-            Self::Closed => "closed",
-            Self::Failed(_) => "failed",
-        }
-    }
+/// How a room entry came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Created through the room API.
+    Created,
+    /// Respawned from the catalog: its last worker died with its master.
+    Catalog,
+    /// A running worker from before a master restart, adopted.
+    Adopted,
 }
 
 /// One room.
@@ -48,20 +38,15 @@ pub struct RoomEntry {
     pub settings: RoomSettings,
     pub created_unix_ms: u64,
     pub started: Instant,
+    pub origin: Origin,
+    /// The port reserved for the room (0 once a failed room released it).
     pub port: AtomicU16,
+    /// The current worker process (0 between workers).
     pub pid: AtomicU32,
-    pub state: watch::Sender<RoomState>,
-    /// Whether the worker reported that it could not bind its port.
-    pub bind_failed: AtomicBool,
-    /// Whether the worker ever reported it listens (a worker that dies
-    /// before that is a failed start, not a crash to restart).
-    pub ever_ready: AtomicBool,
+    /// Where the room is in its life (transitions in `lifecycle.rs`).
+    pub life: Life,
     /// Restarts after crashes.
     pub restarts: AtomicU32,
-    /// An operator asked for a restart: the next exit respawns the worker.
-    pub restart_requested: AtomicBool,
-    /// Respawned from the catalog: its last worker died with its master.
-    pub from_catalog: AtomicBool,
     /// Where the worker's history starts: (epoch, seq), set before a spawn.
     pub history: Mutex<Option<(u64, u64)>>,
     /// Highest seq this master received from the room.
@@ -100,20 +85,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RoomEntry {
-    pub fn new(name: String, settings: RoomSettings, port: u16, created_unix_ms: u64) -> Self {
+    pub fn new(
+        name: String,
+        settings: RoomSettings,
+        port: u16,
+        created_unix_ms: u64,
+        origin: Origin,
+    ) -> Self {
         Self {
             name,
             settings,
             created_unix_ms,
             started: Instant::now(),
+            origin,
             port: AtomicU16::new(port),
             pid: AtomicU32::new(0),
-            state: watch::channel(RoomState::Starting).0,
-            bind_failed: AtomicBool::new(false),
-            ever_ready: AtomicBool::new(false),
+            life: Life::new(Lifecycle::Starting),
             restarts: AtomicU32::new(0),
-            restart_requested: AtomicBool::new(false),
-            from_catalog: AtomicBool::new(false),
             history: Mutex::new(None),
             received_seq: AtomicU64::new(0),
             recent: Mutex::new(Vec::new()),
@@ -122,9 +110,9 @@ impl RoomEntry {
         }
     }
 
-    /// Whether the room occupies its port (every state but failed).
+    /// Whether the room occupies its port (until it is over).
     pub fn holds_port(&self) -> bool {
-        !matches!(self.state(), RoomState::Failed(_))
+        !self.state().is_final()
     }
 
     pub fn port(&self) -> u16 {
@@ -135,12 +123,8 @@ impl RoomEntry {
         self.pid.load(Ordering::Acquire)
     }
 
-    pub fn state(&self) -> RoomState {
-        self.state.borrow().clone()
-    }
-
-    pub fn set_state(&self, s: RoomState) {
-        self.state.send_replace(s);
+    pub fn state(&self) -> Lifecycle {
+        self.life.get()
     }
 
     /// Attaches an IPC session (identified by `id`) to the room.
@@ -193,13 +177,14 @@ impl RoomEntry {
 
     pub fn info(&self) -> RoomInfo {
         let s = self.stats();
+        let state = self.state();
         RoomInfo {
             name: self.name.clone(),
             port: self.port(),
             pid: self.pid(),
-            status: self.state().label(),
-            error: match self.state() {
-                RoomState::Failed(e) => Some(e),
+            status: state.label(),
+            error: match state {
+                Lifecycle::Failed(e) => Some(e),
                 _ => None,
             },
             restarts: self.restarts.load(Ordering::Acquire),
@@ -211,7 +196,7 @@ impl RoomEntry {
             seq: s.seq,
             uptime_secs: self.started.elapsed().as_secs(),
             rss_bytes: if self.holds_port() {
-                crate::metrics::pid_usage(self.pid()).1
+                chat_shared::procfs::rss_bytes(self.pid()).unwrap_or(0)
             } else {
                 0
             },
@@ -222,13 +207,6 @@ impl RoomEntry {
             .unwrap_or_default(),
             settings: self.settings.clone(),
         }
-    }
-
-    /// Waits until the room leaves `Starting`, up to `timeout`.
-    pub async fn wait_started(&self, timeout: Duration) -> RoomState {
-        let mut rx = self.state.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| *s != RoomState::Starting)).await;
-        self.state()
     }
 }
 
@@ -315,7 +293,9 @@ impl Registry {
             .count()
     }
 
-    /// Finds the room or reserves a new entry for it: `(entry, fresh)`.
+    /// Finds the room or reserves a new entry for it: `(entry, fresh)`. A
+    /// room that is over (stopped or failed) is replaced by a fresh entry; a
+    /// stopping one is returned as it is (the caller waits for its end).
     pub fn reserve(
         &self,
         name: &str,
@@ -323,7 +303,7 @@ impl Registry {
     ) -> Result<(Arc<RoomEntry>, bool), Refused> {
         let mut rooms = lock(&self.rooms);
         if let Some(e) = rooms.get(name)
-            && !matches!(e.state(), RoomState::Failed(_))
+            && !e.state().is_final()
         {
             return Ok((e.clone(), false));
         }
@@ -332,7 +312,13 @@ impl Registry {
             return Err(Refused::NoCapacity);
         }
         let port = self.free_port(&rooms).ok_or(Refused::NoCapacity)?;
-        let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, now_ms()));
+        let entry = Arc::new(RoomEntry::new(
+            name.to_owned(),
+            settings,
+            port,
+            now_ms(),
+            Origin::Created,
+        ));
         rooms.insert(name.to_owned(), entry.clone());
         Ok((entry, true))
     }
@@ -360,8 +346,13 @@ impl Registry {
             self.free_port(&rooms)?
         };
         let created = if created_ms > 0 { created_ms } else { now_ms() };
-        let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, created));
-        entry.from_catalog.store(true, Ordering::Release);
+        let entry = Arc::new(RoomEntry::new(
+            name.to_owned(),
+            settings,
+            port,
+            created,
+            Origin::Catalog,
+        ));
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
     }
@@ -380,10 +371,15 @@ impl Registry {
         if rooms.values().any(|e| e.holds_port() && e.port() == port) {
             return None;
         }
-        let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, created));
+        let entry = Arc::new(RoomEntry::new(
+            name.to_owned(),
+            settings,
+            port,
+            created,
+            Origin::Adopted,
+        ));
         entry.pid.store(pid, Ordering::Release);
-        entry.ever_ready.store(true, Ordering::Release);
-        entry.set_state(RoomState::Ready);
+        entry.life.listening(pid, port);
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
     }

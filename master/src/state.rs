@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::events::Events;
 use crate::keys::Keys;
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ pub struct Master {
     pub store_ok: AtomicBool,
     pub cache: Cache,
     pub writer: Writer,
+    /// The rooms' lifecycle events (published by the supervisors).
+    pub events: Events,
 }
 
 impl Master {

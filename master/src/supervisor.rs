@@ -4,6 +4,10 @@
 //! an Erlang/OTP supervisor does), and removes the room when it ended on
 //! purpose. Workers adopted after a master restart are not our children; they
 //! are watched by pid until they exit, then restarted as children.
+//!
+//! The supervisor moves the room through its lifecycle (`lifecycle.rs`) and
+//! publishes what happens as events (`events.rs`) for the catalog and the
+//! metrics.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -19,7 +23,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::Child;
 
-use crate::registry::{Refused, RoomEntry, RoomState};
+use crate::events::EventKind;
+use crate::lifecycle::Lifecycle;
+use crate::registry::{Origin, Refused, RoomEntry};
 use crate::state::Shared;
 
 /// Time a worker gets to connect, bind its port and say it listens.
@@ -30,6 +36,11 @@ const BIND_ATTEMPTS: usize = 8;
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 /// Longest pause before a restart.
 const MAX_RESTART_DELAY: Duration = Duration::from_millis(500);
+/// Time a create waits for a stopping room of the same name to end.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+/// Time a worker asked to stop gets beyond the shutdown grace before it is
+/// sent SIGKILL.
+const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// The outcome of a create.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,26 +51,41 @@ pub enum Created {
     Failed(String),
 }
 
-/// Creates a room (or finds it) and answers once it accepts connections.
+/// Creates a room (or finds it) and answers once it accepts connections:
+/// only the port of a running worker is ever answered. A create that meets a
+/// stopping room of the same name waits for it to end, then creates a fresh
+/// one.
 pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Created {
-    let (entry, fresh) = match master.registry.reserve(name, settings) {
-        Ok(x) => x,
-        Err(Refused::NoCapacity) => return Created::NoCapacity,
-    };
-    if fresh {
-        start(master, entry.clone(), None);
-    }
-    match entry.wait_started(START_TIMEOUT).await {
-        RoomState::Ready if fresh => {
-            crate::catalog::record(master, &entry, "ready");
-            Created::New(entry.port())
+    let deadline = tokio::time::Instant::now() + STOP_WAIT + START_TIMEOUT;
+    loop {
+        let (entry, fresh) = match master.registry.reserve(name, settings.clone()) {
+            Ok(x) => x,
+            Err(Refused::NoCapacity) => return Created::NoCapacity,
+        };
+        if fresh {
+            start(master, entry.clone(), None);
         }
-        RoomState::Ready => Created::Exists(entry.port()),
-        RoomState::Starting => Created::Failed("the room did not start in time".into()),
-        RoomState::Failed(e) => Created::Failed(e),
-        RoomState::Closing | RoomState::Closed if !fresh => Created::Exists(entry.port()),
-        RoomState::Closing | RoomState::Closed => {
-            Created::Failed("the room closed while starting".into())
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match entry.life.settled(left.min(START_TIMEOUT)).await {
+            Lifecycle::Running { port, .. } if fresh => return Created::New(port),
+            Lifecycle::Running { port, .. } => return Created::Exists(port),
+            Lifecycle::Failed(e) => return Created::Failed(e),
+            Lifecycle::Stopping | Lifecycle::Stopped if fresh => {
+                return Created::Failed("the room closed while starting".into());
+            }
+            Lifecycle::Stopping | Lifecycle::Stopped => {
+                // The old room is ending: once it is gone, the name is free.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !entry.life.over(left.min(STOP_WAIT)).await.is_final() {
+                    return Created::Failed(
+                        "a room of this name is still shutting down; try again".into(),
+                    );
+                }
+                tracing::info!(room = %name, "the room of this name ended; creating it again");
+            }
+            Lifecycle::Starting | Lifecycle::PortTaken | Lifecycle::Restarting => {
+                return Created::Failed("the room did not start in time".into());
+            }
         }
     }
 }
@@ -165,22 +191,41 @@ async fn wait_adopted(pid: u32) -> Exit {
 /// Owns one room's worker until the room ends or fails.
 async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
     let room = entry.name.clone();
+    let events = &master.events;
     let budget = master.cfg.max_restarts;
     let window = master.cfg.restart_window;
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut bind_attempts = 0;
+    // Whether a worker of this room ever listened: one that dies before
+    // that is a failed start, not a crash to restart.
+    let mut served = adopted.is_some();
     let mut next = adopted.map(Proc::Adopted);
+    if let Some(pid) = adopted {
+        events.publish(
+            &entry,
+            EventKind::Adopted {
+                pid,
+                port: entry.port(),
+            },
+        );
+    }
     loop {
         let mut proc = match next.take() {
             Some(p) => p,
-            None => match prepare(&master, &entry).await {
-                Err(e) => return fail(&master, &entry, e),
-                Ok(()) => match spawn_worker(&master, &entry) {
+            None => {
+                if !entry.life.spawning() {
+                    // Asked to stop before its worker was spawned.
+                    return stopped(&master, &entry);
+                }
+                if let Err(e) = prepare(&master, &entry, served).await {
+                    return fail(&master, &entry, e, served);
+                }
+                match spawn_worker(&master, &entry) {
                     Ok(c) => {
                         let pid = c.id().unwrap_or(0);
                         entry.pid.store(pid, Ordering::Release);
                         tracing::info!(%room, pid, port = entry.port(), "room worker spawned");
-                        master.metrics.worker_started();
+                        events.publish(&entry, EventKind::Spawned { pid });
                         Proc::Child(c)
                     }
                     Err(e) => {
@@ -189,55 +234,66 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
                             &master,
                             &entry,
                             format!("cannot spawn the room worker: {e}"),
+                            served,
                         );
                     }
-                },
-            },
+                }
+            }
         };
         let pid = entry.pid();
-        let exit = wait_exit(&mut proc).await;
+        let exit = watch_worker(&master, &entry, &mut proc, &mut served).await;
         // The next worker's hello may come before its pid is recorded: it
         // must not be refused for the dead one's pid.
         entry.pid.store(0, Ordering::Release);
         let state = entry.state();
-        if entry.restart_requested.swap(false, Ordering::AcqRel) && !master.shutdown.is_cancelled()
-        {
-            tracing::info!(%room, pid, "restarting the room as asked");
-            entry.set_state(RoomState::Starting);
-            continue;
-        }
         // Asked to stop, or ended by itself (a clean exit): the room is over.
-        if matches!(state, RoomState::Closing | RoomState::Closed)
+        if state == Lifecycle::Stopping
             || master.shutdown.is_cancelled()
-            || (exit.success && state != RoomState::Starting)
+            || (exit.success && matches!(state, Lifecycle::Running { .. }))
         {
             tracing::info!(%room, pid, status = %exit.what, "room worker exited");
-            entry.set_state(RoomState::Closed);
-            master.registry.remove(&entry);
-            // A room that ended on purpose (at a graceful shutdown of the
-            // server too) leaves the catalog: only rooms that died with their
-            // master are respawned by the next one.
-            crate::catalog::forget(&master, &room);
-            return;
+            return stopped(&master, &entry);
         }
-        if state == RoomState::Starting && entry.bind_failed.swap(false, Ordering::AcqRel) {
-            bind_attempts += 1;
-            match master.registry.repick_port(&entry) {
-                Some(port) if bind_attempts < BIND_ATTEMPTS => {
-                    tracing::warn!(%room, port, "port was taken; retrying on another");
-                    continue;
-                }
-                _ => return fail(&master, &entry, "no free port could be bound".into()),
+        match state {
+            Lifecycle::Restarting => {
+                tracing::info!(%room, pid, "restarting the room as asked");
+                continue;
             }
+            Lifecycle::PortTaken => {
+                bind_attempts += 1;
+                match master.registry.repick_port(&entry) {
+                    Some(port) if bind_attempts < BIND_ATTEMPTS => {
+                        tracing::warn!(%room, port, "port was taken; retrying on another");
+                        continue;
+                    }
+                    _ => {
+                        return fail(
+                            &master,
+                            &entry,
+                            "no free port could be bound".into(),
+                            served,
+                        );
+                    }
+                }
+            }
+            _ => {}
         }
-        if !entry.ever_ready.load(Ordering::Acquire) {
+        if !served {
             return fail(
                 &master,
                 &entry,
                 format!("the room worker exited while starting ({})", exit.what),
+                served,
             );
         }
         // A crash (or an exit nobody asked for): restart within the budget.
+        events.publish(
+            &entry,
+            EventKind::Crashed {
+                pid,
+                status: exit.what.clone(),
+            },
+        );
         let now = Instant::now();
         crashes.push_back(now);
         while crashes
@@ -246,7 +302,6 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         {
             crashes.pop_front();
         }
-        master.metrics.worker_crashed();
         if crashes.len() > budget as usize {
             tracing::error!(%room, pid, status = %exit.what, crashes = crashes.len(), "room crashed too often; giving up");
             return fail(
@@ -257,22 +312,92 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
                     crashes.len(),
                     window.as_secs()
                 ),
+                served,
             );
         }
+        if !entry.life.crashed() {
+            // Stopped meanwhile.
+            return stopped(&master, &entry);
+        }
         let restarts = entry.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-        master.metrics.worker_restarted();
+        events.publish(&entry, EventKind::Restarting { restarts });
         tracing::warn!(%room, pid, status = %exit.what, restarts, "room worker died; restarting it on the same port");
-        entry.set_state(RoomState::Starting);
         let delay = Duration::from_millis(25 << crashes.len().min(5)).min(MAX_RESTART_DELAY);
         tokio::select! {
-            _ = master.shutdown.cancelled() => {
-                entry.set_state(RoomState::Closed);
-                master.registry.remove(&entry);
-                return;
-            }
+            _ = master.shutdown.cancelled() => return stopped(&master, &entry),
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Waits for the worker to exit. Meanwhile it publishes the room's start
+/// (the worker listens) and makes sure a worker asked to stop does stop:
+/// SIGTERM, then SIGKILL, if it is still there after the grace period.
+async fn watch_worker(
+    master: &Shared,
+    entry: &Arc<RoomEntry>,
+    proc: &mut Proc,
+    served: &mut bool,
+) -> Exit {
+    let mut states = entry.life.subscribe();
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut termed = false;
+    // An adopted worker was announced as such, not as ready.
+    let mut announced = matches!(proc, Proc::Adopted(_));
+    let exit = wait_exit(proc);
+    tokio::pin!(exit);
+    loop {
+        let state = states.borrow_and_update().clone();
+        match state {
+            Lifecycle::Running { pid, port } if !announced => {
+                announced = true;
+                master.events.publish(
+                    entry,
+                    EventKind::Ready {
+                        pid,
+                        port,
+                        first: !*served,
+                    },
+                );
+                *served = true;
+            }
+            Lifecycle::Stopping if stop_deadline.is_none() => {
+                stop_deadline =
+                    Some(tokio::time::Instant::now() + master.cfg.shutdown_grace + STOP_KILL_AFTER);
+            }
+            _ => {}
+        }
+        let kill_at = stop_deadline.unwrap_or_else(|| tokio::time::Instant::now() + START_TIMEOUT);
+        tokio::select! {
+            exit = &mut exit => return exit,
+            changed = states.changed() => {
+                if changed.is_err() {
+                    return (&mut exit).await;
+                }
+            }
+            _ = tokio::time::sleep_until(kill_at), if stop_deadline.is_some() => {
+                let pid = entry.pid();
+                if termed {
+                    tracing::warn!(room = %entry.name, pid, "the room worker ignored SIGTERM; killing it");
+                    signal(pid, Signal::SIGKILL);
+                    stop_deadline = None;
+                } else {
+                    tracing::warn!(room = %entry.name, pid, "the room worker did not stop in time; terminating it");
+                    signal(pid, Signal::SIGTERM);
+                    termed = true;
+                    stop_deadline = Some(tokio::time::Instant::now() + STOP_KILL_AFTER);
+                }
+            }
+        }
+    }
+}
+
+/// The room ended: it leaves the registry (its name and port are free) and
+/// then the `Stopped` state and event tell whoever waits.
+fn stopped(master: &Shared, entry: &Arc<RoomEntry>) {
+    master.registry.remove(entry);
+    entry.life.stopped();
+    master.events.publish(entry, EventKind::Stopped);
 }
 
 /// Time allowed to learn where a room's history continues.
@@ -289,8 +414,7 @@ const RECENT: u32 = 1000;
 /// master received, in the same epoch unless the dead worker had numbered
 /// messages the master never got (then those are lost: new epoch, so that
 /// clients reload instead of resuming).
-async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
-    let restart = entry.ever_ready.load(Ordering::Acquire);
+async fn prepare(master: &Shared, entry: &RoomEntry, restart: bool) -> Result<(), String> {
     if restart {
         // Let what the dead worker sent reach the store first.
         let deadline = Instant::now() + STORE_TIMEOUT;
@@ -333,7 +457,7 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
             // (and broadcast) messages that never reached the store. A new
             // epoch makes clients reload, and skipping every seq it could
             // have used keeps seq numbers from ever being reused.
-            Ok(Some((_, seq))) if entry.from_catalog.load(Ordering::Acquire) => {
+            Ok(Some((_, seq))) if entry.origin == Origin::Catalog => {
                 let skip = chat_shared::ipc::MAX_UNCONFIRMED as u64;
                 tracing::warn!(room = %entry.name, stored = seq, "respawning a room whose worker died with its master: new epoch");
                 (crate::registry::new_epoch(), seq + skip)
@@ -370,13 +494,17 @@ async fn prepare(master: &Shared, entry: &RoomEntry) -> Result<(), String> {
 
 /// Marks a room failed: it stays listed (status `failed`, with the reason)
 /// but its port is free again.
-fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String) {
+fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String, served: bool) {
     tracing::error!(room = %entry.name, %reason, "room failed");
     let port = entry.port();
-    let served = entry.ever_ready.load(Ordering::Acquire);
-    entry.set_state(RoomState::Failed(reason.clone()));
     master.registry.release(entry);
-    crate::catalog::forget(master, &entry.name);
+    entry.life.failed(reason.clone());
+    master.events.publish(
+        entry,
+        EventKind::Failed {
+            reason: reason.clone(),
+        },
+    );
     if served && port != 0 {
         // Its clients were cut off by the crash: tell the ones who come
         // back why, for a short while.
@@ -384,27 +512,35 @@ fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String) {
     }
 }
 
-/// Asks a room to shut down: over IPC when linked, else with SIGTERM.
-pub fn shutdown_room(entry: &RoomEntry, reason: &str) {
-    entry.set_state(RoomState::Closing);
+/// Asks a room to shut down: over IPC when linked, else with SIGTERM. False
+/// when the room is already stopping or over.
+pub fn shutdown_room(entry: &RoomEntry, reason: &str) -> bool {
+    if !entry.life.stop() {
+        return false;
+    }
     if !entry.send(MasterMsg::Shutdown {
         reason: reason.to_owned(),
         restart: false,
     }) {
         signal(entry.pid(), Signal::SIGTERM);
     }
+    true
 }
 
 /// Restarts a room's worker (an operator's order): its clients get a 1012
 /// close (service restart), reconnect and resume; the room keeps its port, settings and seq.
-pub fn restart_room(entry: &RoomEntry) {
-    entry.restart_requested.store(true, Ordering::Release);
+/// False when the room is not running.
+pub fn restart_room(entry: &RoomEntry) -> bool {
+    if !entry.life.restart() {
+        return false;
+    }
     if !entry.send(MasterMsg::Shutdown {
         reason: "room restarting; reconnect and resume".to_owned(),
         restart: true,
     }) {
         signal(entry.pid(), Signal::SIGTERM);
     }
+    true
 }
 
 /// Terminates a hung worker: SIGTERM, then SIGKILL after `grace`. Its
@@ -431,18 +567,7 @@ pub fn signal(pid: u32, sig: Signal) {
 /// Whether a pid is alive (a zombie, dead but not yet reaped by a parent
 /// that is not us, counts as dead).
 pub fn alive(pid: u32) -> bool {
-    let exists = i32::try_from(pid).is_ok_and(|p| p > 0 && kill(Pid::from_raw(p), None).is_ok());
-    exists && !zombie(pid)
-}
-
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    chat_shared::procfs::alive(pid)
 }
 
 /// Shuts every room down: ask, wait up to the grace period, then kill.
@@ -452,9 +577,7 @@ pub async fn shutdown_all(master: &Shared) {
     }
     let rooms = master.registry.all();
     for r in &rooms {
-        if matches!(r.state(), RoomState::Ready | RoomState::Starting) {
-            shutdown_room(r, "server shutting down");
-        }
+        shutdown_room(r, "server shutting down");
     }
     master.supervisors.close();
     let grace = master.cfg.shutdown_grace;

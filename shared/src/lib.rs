@@ -5,10 +5,14 @@
 //! - [`framing`]: length-delimited postcard frames carrying them;
 //! - [`settings`]: room settings, validated where rooms are created;
 //! - [`room_name`]: the rule for room names;
-//! - [`protocol`]: the client WebSocket protocol's close codes and error codes.
+//! - [`protocol`]: the client WebSocket protocol's close codes and error codes;
+//! - `procfs` (feature `procfs`): process and machine facts from `/proc`, for
+//!   the master, the tests and the benchmarks.
 
 pub mod framing;
 pub mod ipc;
+#[cfg(feature = "procfs")]
+pub mod procfs;
 pub mod protocol;
 pub mod room_name;
 pub mod settings;

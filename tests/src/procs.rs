@@ -1,34 +1,16 @@
-//! Processes and ports, from `/proc` and plain sockets.
+//! Processes and ports, from `/proc` (the shared `procfs` module) and plain
+//! sockets.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::Path;
 
+use chat_shared::procfs;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Whether `pid` is a live process (a zombie counts as dead).
 pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(stat_state(&stat), Some('Z') | Some('X')),
-        Err(_) => false,
-    }
-}
-
-fn stat_state(stat: &str) -> Option<char> {
-    // "pid (comm) S ppid ..."; comm may contain spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.trim_start().chars().next()
-}
-
-fn stat_ppid(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    u32::try_from(pid).is_ok_and(procfs::alive)
 }
 
 /// Sends SIGKILL, ignoring errors.
@@ -43,42 +25,42 @@ pub fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill({pid}, {sig}): {e}"));
 }
 
-fn all_pids() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+fn as_i32(pids: Vec<u32>) -> Vec<i32> {
+    pids.into_iter()
+        .filter_map(|p| i32::try_from(p).ok())
         .collect()
 }
 
 /// Live children of `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| stat_ppid(&s))
-                == Some(parent)
-        })
-        .filter(|&pid| pid_alive(pid))
-        .collect()
+    match u32::try_from(parent) {
+        Ok(p) => as_i32(procfs::children_of(p)),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Live processes whose command line mentions `needle` (e.g. a run dir).
 pub fn pids_mentioning(needle: &Path) -> Vec<i32> {
     let needle = needle.as_os_str().as_encoded_bytes();
-    let me = std::process::id() as i32;
-    all_pids()
+    let me = std::process::id();
+    let found = procfs::pids()
         .into_iter()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
+            procfs::cmdline(pid)
                 .map(|c| c.windows(needle.len()).any(|w| w == needle))
                 .unwrap_or(false)
         })
-        .filter(|&pid| pid_alive(pid))
-        .collect()
+        .filter(|&pid| procfs::alive(pid))
+        .collect();
+    as_i32(found)
+}
+
+/// A process's command line for people (empty when it is gone).
+pub fn cmdline_text(pid: i32) -> String {
+    u32::try_from(pid)
+        .map(procfs::cmdline_text)
+        .unwrap_or_default()
 }
 
 /// Whether `127.0.0.1:port` can be bound now.
@@ -95,12 +77,8 @@ pub fn free_port() -> u16 {
 
 /// The kernel's ephemeral port range.
 fn ephemeral_range() -> (u32, u32) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|x| x.parse::<u32>().ok());
-            Some((it.next()??, it.next()??))
-        })
+    procfs::ephemeral_ports()
+        .map(|(lo, hi)| (u32::from(lo), u32::from(hi)))
         .unwrap_or((32768, 60999))
 }
 

@@ -14,7 +14,6 @@ use super::{
     ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route,
 };
 use crate::load::load;
-use crate::registry::RoomState;
 use crate::state::Shared;
 use crate::supervisor::shutdown_room;
 
@@ -121,9 +120,8 @@ async fn get_load(State(master): State<Shared>) -> Response {
 
 async fn shutdown_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
     match master.registry.get(&name) {
-        Some(r) if matches!(r.state(), RoomState::Ready | RoomState::Starting) => {
+        Some(r) if shutdown_room(&r, "room shut down by an operator") => {
             tracing::info!(room = %name, "room shutdown asked by an operator");
-            shutdown_room(&r, "room shut down by an operator");
             data(
                 StatusCode::ACCEPTED,
                 json!({"name": name, "message": "Shutting down"}),
@@ -144,9 +142,8 @@ async fn shutdown_all(State(master): State<Shared>) -> Response {
 
 async fn restart_one(State(master): State<Shared>, Path(name): Path<String>) -> Response {
     match master.registry.get(&name) {
-        Some(r) if r.state() == RoomState::Ready => {
+        Some(r) if crate::supervisor::restart_room(&r) => {
             tracing::info!(room = %name, "room restart asked by an operator");
-            crate::supervisor::restart_room(&r);
             data(
                 StatusCode::ACCEPTED,
                 json!({"name": name, "message": "Restarting"}),

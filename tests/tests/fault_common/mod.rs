@@ -330,9 +330,7 @@ pub async fn assert_no_leftovers(s: &mut Server) {
             let described: Vec<String> = left
                 .iter()
                 .map(|p| {
-                    let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                        .unwrap_or_default();
+                    let cmd = procs::cmdline_text(*p);
                     format!("{p}: {cmd}")
                 })
                 .collect();
