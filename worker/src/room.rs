@@ -516,8 +516,11 @@ impl Room {
     /// The master will never store these messages (`code`: `not_stored` or
     /// `conflict`): their senders get an error carrying the `client_id` and
     /// seq instead of an ack. The `Durable` that follows moves past them.
+    /// They leave the in-memory history too (resumes and `history` agree
+    /// with the store).
     pub fn fail(&mut self, seqs: &[u64], code: &str) {
         self.unconfirmed.retain(|m| !seqs.contains(&m.seq));
+        self.history.retain(|m| !seqs.contains(&m.seq));
         let (failed, kept): (VecDeque<PendingAck>, VecDeque<PendingAck>) =
             std::mem::take(&mut self.acks)
                 .into_iter()

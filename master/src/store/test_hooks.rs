@@ -1,26 +1,31 @@
 //! A debug-build-only way for integration tests to make a record fail
 //! permanently, which neither backend does for anything a client can send.
 //!
-//! `CHATSERVER_TEST_POISON=<text>`: both backends refuse every message whose
-//! text contains `<text>` as invalid. Release builds ignore the variable.
+//! `--test-poison <text>` (a hidden flag): both backends refuse every
+//! message whose text contains `<text>` as invalid. Release builds ignore it.
 
 use std::sync::OnceLock;
 
 use super::{MessageRecord, StoreError};
 
-/// The environment variable (read once).
-pub const POISON_VAR: &str = "CHATSERVER_TEST_POISON";
+static POISON: OnceLock<String> = OnceLock::new();
+
+/// Sets the poison text once, at start (debug builds only).
+pub fn set_poison(text: Option<String>) {
+    if let Some(t) = text.filter(|t| !t.is_empty()) {
+        if cfg!(debug_assertions) {
+            tracing::warn!(
+                "test hook: the store refuses messages containing the --test-poison text"
+            );
+            let _ = POISON.set(t);
+        } else {
+            tracing::warn!("--test-poison is ignored by release builds");
+        }
+    }
+}
 
 fn poison() -> Option<&'static str> {
-    static POISON: OnceLock<Option<String>> = OnceLock::new();
-    POISON
-        .get_or_init(|| {
-            if !cfg!(debug_assertions) {
-                return None;
-            }
-            std::env::var(POISON_VAR).ok().filter(|p| !p.is_empty())
-        })
-        .as_deref()
+    POISON.get().map(String::as_str)
 }
 
 /// `Err(Invalid)` for a message the test hook poisons.
@@ -28,7 +33,7 @@ pub fn check(m: &MessageRecord) -> Result<(), StoreError> {
     match poison() {
         Some(p) if m.text.contains(p) => Err(StoreError::Invalid {
             what: "message",
-            reason: format!("refused by {POISON_VAR} (room {}, seq {})", m.room, m.seq),
+            reason: format!("refused by --test-poison (room {}, seq {})", m.room, m.seq),
         }),
         _ => Ok(()),
     }
