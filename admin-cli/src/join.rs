@@ -249,6 +249,7 @@ impl Session {
                 code,
                 message,
                 retry_after_ms,
+                ..
             } => vec![match retry_after_ms {
                 Some(ms) => format!("! error {code}: {message} (retry after {ms} ms)"),
                 None => format!("! error {code}: {message}"),

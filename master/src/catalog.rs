@@ -56,6 +56,7 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
 
 /// Removes a room that ended on purpose from the catalog.
 pub fn forget(master: &Shared, name: &str) {
+    master.writer.forget(name);
     let m = master.clone();
     let name = catalog_name(master, name);
     master.supervisors.spawn(async move {

@@ -104,6 +104,14 @@ pub struct Config {
     /// also carry the room's WebSocket `url` through the shipped nginx.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How long this host's claim on a room name lasts without renewal
+    /// (renewed every third of it); hidden: tests shorten it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    pub owner_lease: Duration,
+    /// Tests only (honoured by debug builds): the store refuses messages
+    /// containing this text, as if they were invalid.
+    #[arg(long, hide = true)]
+    pub test_poison: Option<String>,
 }
 
 /// The room API version the original chatserver advertised.

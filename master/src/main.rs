@@ -95,6 +95,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
+    store::test_hooks::set_poison(cfg.test_poison.clone());
     let store = store::open(master_store_uri(&cfg), &cfg.data_dir)
         .await
         .context("cannot open the store")?;

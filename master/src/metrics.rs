@@ -173,7 +173,18 @@ fn describe() {
         "Messages received from rooms, not yet stored."
     );
     describe_gauge!("chat_store_up", "1 once the store has answered.");
-    describe_counter!("chat_store_errors_total", "Failed store writes (retried).");
+    describe_counter!(
+        "chat_store_errors_total",
+        "Store calls that failed transiently (retried)."
+    );
+    describe_counter!(
+        "chat_store_failed_messages_total",
+        "Messages the store refused for good (invalid): their senders get not_stored."
+    );
+    describe_counter!(
+        "chat_store_conflicts_total",
+        "Messages refused because another message is stored at their (room, seq)."
+    );
     describe_counter!(
         "chat_lb_heartbeat_failures_total",
         "Failed load-balancer heartbeats."

@@ -416,11 +416,13 @@ const RECENT: u32 = 1000;
 /// clients reload instead of resuming).
 async fn prepare(master: &Shared, entry: &RoomEntry, restart: bool) -> Result<(), String> {
     if restart {
-        // Let what the dead worker sent reach the store first.
-        let deadline = Instant::now() + STORE_TIMEOUT;
-        while master.writer.pending() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Let what the dead worker sent reach the store first (this room's
+        // messages only: other rooms' backlogs do not delay the restart).
+        let received = entry.received_seq.load(Ordering::Acquire);
+        master
+            .writer
+            .wait_handled(&entry.name, received, STORE_TIMEOUT)
+            .await;
     }
     let stored = tokio::time::timeout(STORE_TIMEOUT, master.store.last_seq(&entry.name))
         .await

@@ -317,4 +317,11 @@ pub enum MasterMsg {
     },
     /// A newer copy of the reference data.
     Reference(Box<Reference>),
+    /// These messages of the room will never be stored (`code`: the client
+    /// protocol's `not_stored` or `conflict`): their senders get an `error`
+    /// instead of an ack. Sent before the `Durable` that covers them.
+    Failed {
+        seqs: Vec<u64>,
+        code: String,
+    },
 }

@@ -54,6 +54,12 @@ pub mod code {
     pub const UNAVAILABLE: &str = "unavailable";
     /// A frame the server could not serialize (a bug; never expected).
     pub const INTERNAL: &str = "internal";
+    /// The store refused this `say` (the error carries its `client_id` and
+    /// `seq`): it was broadcast but is not stored and never acknowledged.
+    pub const NOT_STORED: &str = "not_stored";
+    /// Another message is stored at this `say`'s seq (two hosts served the
+    /// room at once): it is not stored and never acknowledged.
+    pub const CONFLICT: &str = "conflict";
 }
 
 /// Roles of a member.
@@ -229,6 +235,12 @@ pub enum ServerMsg {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The failed `say`'s `client_id` (errors about a message only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// The failed message's seq (errors about a stored message only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
 }
 

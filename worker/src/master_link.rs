@@ -216,6 +216,7 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
             error,
         } => worker.room().history_answer(id, messages, more, error),
         MasterMsg::Reference(r) => worker.room().apply_reference(*r),
+        MasterMsg::Failed { seqs, code } => worker.room().fail(&seqs, &code),
         MasterMsg::Shutdown { reason, restart } => {
             let code = if restart {
                 close::SERVICE_RESTART

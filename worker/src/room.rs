@@ -253,6 +253,8 @@ impl Room {
             code: code.to_owned(),
             message: message.into(),
             retry_after_ms,
+            client_id: None,
+            seq: None,
         });
         self.send_to(conn, &bytes);
     }
@@ -511,6 +513,39 @@ impl Room {
         }
     }
 
+    /// The master will never store these messages (`code`: `not_stored` or
+    /// `conflict`): their senders get an error carrying the `client_id` and
+    /// seq instead of an ack. The `Durable` that follows moves past them.
+    /// They leave the in-memory history too (resumes and `history` agree
+    /// with the store).
+    pub fn fail(&mut self, seqs: &[u64], code: &str) {
+        self.unconfirmed.retain(|m| !seqs.contains(&m.seq));
+        self.history.retain(|m| !seqs.contains(&m.seq));
+        let (failed, kept): (VecDeque<PendingAck>, VecDeque<PendingAck>) =
+            std::mem::take(&mut self.acks)
+                .into_iter()
+                .partition(|a| seqs.contains(&a.seq));
+        self.acks = kept;
+        for a in failed {
+            tracing::warn!(room = %self.name, seq = a.seq, code, "a message will not be stored; its sender is told");
+            let message = if code == chat_shared::protocol::code::CONFLICT {
+                "another message is stored at this seq; this one is not stored"
+            } else {
+                "the store refused this message; it is not stored"
+            };
+            let bytes = encode(&ServerMsg::Error {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                retry_after_ms: None,
+                client_id: a.client_id,
+                seq: Some(a.seq),
+            });
+            if a.out.send(&bytes) {
+                self.messages_out += 1;
+            }
+        }
+    }
+
     /// Sends a message to the master (if linked, else queued in the channel).
     pub fn tell_master(&self, msg: WorkerMsg) {
         if let Some(tx) = &self.to_master {
@@ -549,6 +584,8 @@ impl Room {
                 code: chat_shared::protocol::code::UNAVAILABLE.into(),
                 message: format!("history is unavailable: {e}"),
                 retry_after_ms: Some(1000),
+                client_id: None,
+                seq: None,
             }),
             None => {
                 let mut messages: Vec<ChatMessage> = stored.into_iter().map(chat_message).collect();

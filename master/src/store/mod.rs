@@ -11,6 +11,7 @@ mod records;
 pub mod redb_store;
 #[cfg(test)]
 mod suite;
+pub mod test_hooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +46,49 @@ pub enum StoreError {
     Invalid { what: &'static str, reason: String },
     #[error("storage task failed: {0}")]
     Task(String),
+}
+
+/// MongoDB server error codes that say "try again" (the server is busy,
+/// stepping down, shutting down, unreachable, or refuses our credentials
+/// until an operator fixes them): anything else a write fails with is a
+/// property of the document.
+const MONGO_TRANSIENT_CODES: &[i32] = &[
+    6, 7, 13, 18, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+impl StoreError {
+    /// Whether retrying the same call may succeed (the database is down,
+    /// slow or busy): writers retry these with backoff. A permanent error
+    /// (an invalid or oversized record) fails the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Task(_) => true,
+            Self::Invalid { .. } | Self::UnsupportedUri(_) => false,
+            Self::Redb(e) => !matches!(**e, redb::Error::ValueTooLarge(_)),
+            Self::Mongo(e) => mongo_transient(e),
+        }
+    }
+}
+
+fn mongo_transient(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    let code_transient = |c: i32| MONGO_TRANSIENT_CODES.contains(&c);
+    match &*e.kind {
+        ErrorKind::InvalidArgument { .. }
+        | ErrorKind::BsonSerialization(_)
+        | ErrorKind::BsonDeserialization(_) => false,
+        ErrorKind::Command(c) => code_transient(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => code_transient(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+        ErrorKind::InsertMany(ime) => {
+            ime.write_concern_error.is_some()
+                || ime
+                    .write_errors
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|w| code_transient(w.code)))
+        }
+        _ => true,
+    }
 }
 
 impl From<redb::Error> for StoreError {

@@ -126,6 +126,40 @@ impl MongoStore {
     }
 }
 
+impl MongoStore {
+    /// Tells resends from conflicts among messages whose (room, seq) is
+    /// taken, by reading the stored copies.
+    async fn sort_duplicates(&self, taken: &[&MessageRecord]) -> Result<InsertOutcome, StoreError> {
+        let mut out = InsertOutcome::default();
+        let mut rooms: Vec<&str> = taken.iter().map(|m| m.room.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in rooms {
+            let mine: Vec<&MessageRecord> =
+                taken.iter().copied().filter(|m| m.room == room).collect();
+            let seqs = mine
+                .iter()
+                .map(|m| docs::to_i64("message seq", m.seq))
+                .collect::<Result<Vec<_>, _>>()?;
+            let stored = self
+                .load(
+                    "messages",
+                    doc! { "room": room, "seq": { "$in": seqs } },
+                    docs::message_from_doc,
+                )
+                .await?;
+            for m in mine {
+                if stored.iter().any(|s| s.seq == m.seq && s.same_message(m)) {
+                    out.duplicates += 1;
+                } else {
+                    out.conflicts.push((m.room.clone(), m.seq));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn push_or_warn<T>(
     out: &mut Vec<T>,
     collection: &str,
@@ -226,30 +260,34 @@ impl Store for MongoStore {
         }
         let docs = batch
             .iter()
-            .map(docs::message_to_doc)
+            .map(|m| {
+                super::test_hooks::check(m)?;
+                docs::message_to_doc(m)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let total = docs.len() as u64;
         let err = match self.coll("messages").insert_many(docs).ordered(false).await {
             Ok(r) => {
                 return Ok(InsertOutcome {
                     inserted: r.inserted_ids.len() as u64,
-                    duplicates: 0,
+                    ..InsertOutcome::default()
                 });
             }
             Err(e) => e,
         };
         // Unordered: every document was tried; those that failed are listed.
-        // Only duplicate-key failures are expected (a retried batch).
+        // Only duplicate-key failures are expected: a resend, or a different
+        // message at the same (room, seq), which the stored copy tells apart.
         if let ErrorKind::InsertMany(ime) = &*err.kind
             && ime.write_concern_error.is_none()
             && let Some(failed) = &ime.write_errors
             && failed.iter().all(|w| w.code == DUPLICATE_KEY)
         {
-            let duplicates = failed.len() as u64;
-            return Ok(InsertOutcome {
-                inserted: total.saturating_sub(duplicates),
-                duplicates,
-            });
+            let taken: Vec<&MessageRecord> =
+                failed.iter().filter_map(|w| batch.get(w.index)).collect();
+            let mut out = self.sort_duplicates(&taken).await?;
+            out.inserted = total.saturating_sub(failed.len() as u64);
+            return Ok(out);
         }
         Err(err.into())
     }

@@ -49,12 +49,32 @@ pub struct MessageRecord {
     pub deleted: bool,
 }
 
+impl MessageRecord {
+    /// Whether `other` is the same message as `self` (a resend), as opposed
+    /// to a different message at the same (room, seq) (a conflict). A message
+    /// is identified by its room, seq, epoch, author and timestamp, and by its
+    /// text unless either copy is deleted (a deletion clears the text of a
+    /// message still waiting to be stored, so its resend has none).
+    pub fn same_message(&self, other: &MessageRecord) -> bool {
+        self.room == other.room
+            && self.seq == other.seq
+            && self.epoch == other.epoch
+            && self.user_id == other.user_id
+            && self.ts == other.ts
+            && (self.deleted || other.deleted || self.text == other.text)
+    }
+}
+
 /// What [`Store::insert_messages`](super::Store::insert_messages) did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InsertOutcome {
     pub inserted: u64,
-    /// Messages whose (room, seq) was already stored, not written again.
+    /// Messages already stored (a resend: [`MessageRecord::same_message`]),
+    /// not written again.
     pub duplicates: u64,
+    /// `(room, seq)` of messages refused because a *different* message is
+    /// stored at their (room, seq): never acknowledge these.
+    pub conflicts: Vec<(String, u64)>,
 }
 
 /// A user (MongoDB `_id` is the id).

@@ -253,8 +253,9 @@ impl Store for RedbStore {
         let rows = batch
             .iter()
             .map(|m| {
+                super::test_hooks::check(m)?;
                 let value = encode("message", &StoredMessage::from_record(m))?;
-                Ok((m.room.clone(), m.seq, value))
+                Ok((m.clone(), value))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.blocking(move |db| {
@@ -262,13 +263,23 @@ impl Store for RedbStore {
             let mut out = InsertOutcome::default();
             {
                 let mut table = txn.open_table(MESSAGES)?;
-                for (room, seq, value) in &rows {
-                    let key = (room.as_str(), *seq);
-                    if table.get(key)?.is_some() {
-                        out.duplicates += 1;
-                    } else {
-                        table.insert(key, value.as_slice())?;
-                        out.inserted += 1;
+                for (m, value) in &rows {
+                    let key = (m.room.as_str(), m.seq);
+                    let existing = table.get(key)?.map(|v| v.value().to_vec());
+                    match existing {
+                        None => {
+                            table.insert(key, value.as_slice())?;
+                            out.inserted += 1;
+                        }
+                        Some(bytes) => {
+                            let same = decode::<StoredMessage>("messages", &key, &bytes)
+                                .is_some_and(|s| s.into_record(&m.room, m.seq).same_message(m));
+                            if same {
+                                out.duplicates += 1;
+                            } else {
+                                out.conflicts.push((m.room.clone(), m.seq));
+                            }
+                        }
                     }
                 }
             }

@@ -42,6 +42,14 @@ fn outcome(inserted: u64, duplicates: u64) -> InsertOutcome {
     InsertOutcome {
         inserted,
         duplicates,
+        conflicts: Vec::new(),
+    }
+}
+
+fn with_conflicts(inserted: u64, duplicates: u64, room: &str, seqs: &[u64]) -> InsertOutcome {
+    InsertOutcome {
+        conflicts: seqs.iter().map(|&s| (room.to_owned(), s)).collect(),
+        ..outcome(inserted, duplicates)
     }
 }
 
@@ -103,16 +111,38 @@ async fn history_paging_and_last_seq(store: &dyn Store) {
 
 async fn duplicates_are_not_written_twice(store: &dyn Store) {
     let room = "s-alpha";
-    // Same seq, different text: the first text stays.
+    // The same message again (a resend) is a duplicate; resent deleted
+    // (its text cleared) it is still the same message.
+    let resend = msg(room, 1, 5, "m5");
+    let mut resend_deleted = msg(room, 1, 5, "");
+    resend_deleted.deleted = true;
+    assert_eq!(
+        store
+            .insert_messages(&[resend, resend_deleted])
+            .await
+            .expect("resend"),
+        outcome(0, 2)
+    );
+    // Same seq, different text: a conflict; the first text stays.
     let again = msg(room, 1, 5, "rewritten");
     assert_eq!(
         store.insert_messages(&[again]).await.expect("dup"),
-        outcome(0, 1)
+        with_conflicts(0, 0, room, &[5])
     );
     let page = store.history(room, 6, 1).await.expect("history");
     assert_eq!(page[0].text, "m5");
+    // Same seq and text, another epoch or author: a conflict too.
+    let mut other_author = msg(room, 1, 6, "m6");
+    other_author.user_id = "someone-else".into();
+    assert_eq!(
+        store
+            .insert_messages(&[msg(room, 9, 6, "m6"), other_author])
+            .await
+            .expect("conflicts"),
+        with_conflicts(0, 0, room, &[6, 6])
+    );
 
-    // Some old, some new (a new epoch).
+    // Some taken by other messages (another epoch), some new.
     let batch = vec![
         msg(room, 2, 24, "x24"),
         msg(room, 2, 26, "m26"),
@@ -121,23 +151,23 @@ async fn duplicates_are_not_written_twice(store: &dyn Store) {
     ];
     assert_eq!(
         store.insert_messages(&batch).await.expect("mixed"),
-        outcome(2, 2)
+        with_conflicts(2, 0, room, &[24, 25])
     );
     assert_eq!(store.last_seq(room).await.expect("last_seq"), Some((2, 27)));
     // A retried batch is idempotent.
     assert_eq!(
         store.insert_messages(&batch).await.expect("retry"),
-        outcome(0, 4)
+        with_conflicts(0, 2, room, &[24, 25])
     );
     let page = store.history(room, u64::MAX, 4).await.expect("history");
     let texts: Vec<_> = page.iter().map(|m| (m.epoch, m.text.as_str())).collect();
     assert_eq!(texts, [(1, "m24"), (1, "m25"), (2, "m26"), (2, "m27")]);
 
-    // A duplicate within one batch: the first one wins.
+    // Two messages at one seq within one batch: the first one wins.
     let batch = vec![msg(room, 2, 28, "first"), msg(room, 2, 28, "second")];
     assert_eq!(
         store.insert_messages(&batch).await.expect("in-batch"),
-        outcome(1, 1)
+        with_conflicts(1, 0, room, &[28])
     );
     let page = store.history(room, u64::MAX, 1).await.expect("history");
     assert_eq!(page[0].text, "first");
