@@ -1,6 +1,8 @@
 //! The master's local socket: workers connect here, say hello, pull their
 //! snapshot and then exchange heartbeats, stats and orders. A frame that does
 //! not decode closes that one connection, with a log line, and nothing else.
+//! Each linked session reads and writes in separate tasks with heartbeats
+//! first, so no transfer in either direction can wedge it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +10,9 @@ use std::time::Duration;
 
 use chat_shared::framing::{FrameReader, FrameWriter};
 use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
-use interprocess::local_socket::tokio::{Listener, Stream};
-use interprocess::local_socket::traits::tokio::Listener as _;
-use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use chat_shared::link::{self, LinkError, LinkOptions};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use crate::registry::RoomEntry;
@@ -23,21 +25,20 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Binds the socket (a stale file from a dead master is replaced: the run
 /// directory lock proves no live master owns it).
-pub fn bind(master: &Shared) -> std::io::Result<Listener> {
+pub fn bind(master: &Shared) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(&master.socket);
-    let name = master.socket.as_path().to_fs_name::<GenericFilePath>()?;
-    ListenerOptions::new().name(name).create_tokio()
+    UnixListener::bind(&master.socket)
 }
 
 /// Accepts workers until shutdown.
-pub async fn serve(master: Shared, listener: Listener) {
+pub async fn serve(master: Shared, listener: UnixListener) {
     loop {
         let conn = tokio::select! {
             _ = master.api_stop.cancelled() => return,
             c = listener.accept() => c,
         };
         match conn {
-            Ok(stream) => {
+            Ok((stream, _)) => {
                 let m = master.clone();
                 tokio::spawn(async move { session(m, stream).await });
             }
@@ -49,8 +50,8 @@ pub async fn serve(master: Shared, listener: Listener) {
     }
 }
 
-async fn session(master: Shared, stream: Stream) {
-    let (r, w) = tokio::io::split(stream);
+async fn session(master: Shared, stream: UnixStream) {
+    let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.recv_hello()).await {
@@ -81,49 +82,77 @@ async fn session(master: Shared, stream: Stream) {
         return;
     }
     let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     entry.attach(id, tx);
     let room = entry.name.clone();
     let pid = hello.pid;
     tracing::debug!(%room, pid, "worker linked");
+    linked(&master, &entry, pid, reader, writer, rx).await;
+    entry.detach(id);
+    tracing::debug!(%room, pid, "worker link closed");
+}
+
+/// A linked worker's session: heartbeats out, orders out, messages in,
+/// each side of the socket served by its own task (see `chat_shared::link`).
+async fn linked(
+    master: &Shared,
+    entry: &RoomEntry,
+    pid: u32,
+    reader: FrameReader<OwnedReadHalf>,
+    writer: FrameWriter<OwnedWriteHalf>,
+    mut orders: mpsc::UnboundedReceiver<MasterMsg>,
+) {
+    let room = entry.name.as_str();
     let every = master.registry.ipc_heartbeat();
+    let (tx, mut rx) = link::spawn::<_, _, WorkerMsg, MasterMsg>(
+        reader,
+        writer,
+        LinkOptions::with_silence(every * 4),
+    );
     let mut beat = tokio::time::interval(every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
-    let mut last_heard = tokio::time::Instant::now();
+    // An order taken from the room's channel, waiting for room in the queue.
+    let mut next: Option<MasterMsg> = None;
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                if last_heard.elapsed() > every * 4 {
-                    tracing::warn!(%room, pid, "room worker stopped answering heartbeats; terminating it");
-                    master.metrics.ipc_error();
-                    crate::supervisor::terminate(pid, every * 2);
-                    break;
-                }
                 nonce += 1;
-                if writer.send(&MasterMsg::Ping { nonce }).await.is_err() { break; }
+                // Dropped when heartbeats pile up: the peer is then slow to
+                // read, and the silence bound decides.
+                let _ = tx.send_priority(&MasterMsg::Ping { nonce });
             }
-            out = rx.recv() => {
-                let Some(out) = out else { break };
-                if let Err(e) = writer.send(&out).await {
+            out = orders.recv(), if next.is_none() => match out {
+                Some(m) => next = Some(m),
+                None => break,
+            },
+            permit = tx.reserve(), if next.is_some() => {
+                let sent = permit.and_then(|p| match next.take() {
+                    Some(m) => p.send(&m),
+                    None => Ok(()),
+                });
+                if let Err(e) = sent {
                     tracing::warn!(%room, pid, error = %e, "IPC write failed");
                     break;
                 }
             }
-            msg = reader.recv::<WorkerMsg>() => {
-                match msg {
-                    Ok(Some(m)) => { last_heard = tokio::time::Instant::now(); on_message(&master, &entry, m); }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(%room, pid, error = %e, "bad IPC frame; closing that connection");
-                        master.metrics.ipc_error();
-                        break;
-                    }
+            msg = rx.recv() => match msg {
+                Ok(m) => on_message(master, entry, m),
+                Err(LinkError::Closed) => break,
+                Err(LinkError::Silent(d)) => {
+                    tracing::warn!(%room, pid, silent_ms = d.as_millis() as u64, "room worker stopped answering heartbeats; terminating it");
+                    master.metrics.ipc_error();
+                    crate::supervisor::terminate(pid, every * 2);
+                    break;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(%room, pid, error = %e, "bad IPC frame; closing that connection");
+                    master.metrics.ipc_error();
+                    break;
+                }
+            },
         }
     }
-    entry.detach(id);
-    tracing::debug!(%room, pid, "worker link closed");
 }
 
 /// The room a hello belongs to: the one being started for it, or a running

@@ -2,15 +2,30 @@
 //!
 //! Each frame is a 4-byte big-endian length followed by a postcard body. The
 //! length is checked against [`MAX_FRAME`] before anything is allocated.
+//!
+//! A reader counts the bytes it receives (see [`Activity`]): a peer in the
+//! middle of a large frame is alive even though no whole frame arrived yet.
+//!
+//! Two shapes are frozen across IPC versions (see ARCHITECTURE.md,
+//! "Boundaries"), so that peers of different versions can tell each other
+//! so: the head of a `Hello` ([`HelloHead`]: magic, version, room name, pid,
+//! port) and the master's version notice ([`VersionNotice`]: magic, version),
+//! its answer to a `Hello` of another version.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use crate::ipc::{Hello, IPC_VERSION, MAGIC};
+use crate::ipc::{Hello, MAGIC, ipc_version};
 
 /// Largest frame accepted on the IPC socket.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -28,6 +43,8 @@ pub enum FrameError {
     BadMagic,
     #[error("IPC version mismatch: peer speaks {peer}, we speak {ours}")]
     Version { peer: u32, ours: u32 },
+    #[error("frame of {0} bytes exceeds the IPC frame limit")]
+    TooLarge(usize),
 }
 
 /// The codec both sides use.
@@ -38,9 +55,77 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// When a reader last received bytes, and how many it received in all.
+/// Cheap to clone; shared between a reader and whoever watches its liveness.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    inner: Arc<ActivityInner>,
+}
+
+#[derive(Debug)]
+struct ActivityInner {
+    base: Instant,
+    /// Milliseconds after `base` of the last byte received.
+    last_ms: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            inner: Arc::new(ActivityInner {
+                base: Instant::now(),
+                last_ms: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn record(&self, n: usize) {
+        let i = &self.inner;
+        let ms = u64::try_from(i.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        i.last_ms.fetch_max(ms, Ordering::AcqRel);
+        i.bytes.fetch_add(n as u64, Ordering::AcqRel);
+    }
+
+    /// Time since the last byte arrived (since the reader was made, before
+    /// any byte).
+    pub fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.inner.last_ms.load(Ordering::Acquire));
+        self.inner.base.elapsed().saturating_sub(last)
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.inner.bytes.load(Ordering::Acquire)
+    }
+}
+
+/// A byte stream that records its reads in an [`Activity`].
+pub struct Counted<R> {
+    inner: R,
+    activity: Activity,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.activity.record(n);
+        }
+        r
+    }
+}
+
 /// Reading half of an IPC connection.
 pub struct FrameReader<R> {
-    inner: FramedRead<R, LengthDelimitedCodec>,
+    inner: FramedRead<Counted<R>, LengthDelimitedCodec>,
 }
 
 /// Writing half of an IPC connection.
@@ -50,9 +135,18 @@ pub struct FrameWriter<W> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
+        let counted = Counted {
+            inner: r,
+            activity: Activity::new(),
+        };
         Self {
-            inner: FramedRead::new(r, codec()),
+            inner: FramedRead::new(counted, codec()),
         }
+    }
+
+    /// The reader's byte activity (received bytes, time since the last).
+    pub fn activity(&self) -> Activity {
+        self.inner.get_ref().activity.clone()
     }
 
     /// Next raw frame; `None` at a clean end of stream.
@@ -90,9 +184,61 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Encodes and sends one message.
     pub async fn send<M: Serialize>(&mut self, msg: &M) -> Result<(), FrameError> {
-        self.inner.send(encode(msg)?).await?;
+        self.send_bytes(encode(msg)?).await
+    }
+
+    /// Sends one frame body that is already encoded.
+    pub async fn send_bytes(&mut self, body: Bytes) -> Result<(), FrameError> {
+        if body.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(body.len()));
+        }
+        self.inner.send(body).await?;
         Ok(())
     }
+}
+
+/// The head of a `Hello`, the same in every IPC version: enough for a
+/// master to name the room of a worker that speaks another version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloHead {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub name: String,
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// The master's answer to a `Hello` of another IPC version, the same in
+/// every version: which version the master speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionNotice {
+    pub magic: [u8; 8],
+    pub version: u32,
+}
+
+impl VersionNotice {
+    /// Ours.
+    pub fn ours() -> Self {
+        Self {
+            magic: MAGIC,
+            version: ipc_version(),
+        }
+    }
+}
+
+/// Decodes the version-independent head of a `Hello` (magic checked).
+pub fn decode_hello_head(buf: &[u8]) -> Result<HelloHead, FrameError> {
+    let (head, _) = postcard::take_from_bytes::<HelloHead>(buf).map_err(FrameError::Decode)?;
+    if head.magic != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    Ok(head)
+}
+
+/// Decodes a master's version notice: `None` when `buf` is not one.
+pub fn decode_version_notice(buf: &[u8]) -> Option<VersionNotice> {
+    let notice: VersionNotice = postcard::from_bytes(buf).ok()?;
+    (notice.magic == MAGIC).then_some(notice)
 }
 
 /// Encodes one message into a frame body.
@@ -114,10 +260,10 @@ pub fn decode_hello(buf: &[u8]) -> Result<Hello, FrameError> {
     if magic != MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if version != IPC_VERSION {
+    if version != ipc_version() {
         return Err(FrameError::Version {
             peer: version,
-            ours: IPC_VERSION,
+            ours: ipc_version(),
         });
     }
     decode(buf)
@@ -126,7 +272,7 @@ pub fn decode_hello(buf: &[u8]) -> Result<Hello, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{MasterMsg, WorkerMsg};
+    use crate::ipc::{HelloReply, IPC_VERSION, MasterMsg, WorkerMsg};
 
     #[tokio::test]
     async fn round_trip_and_garbage() {
@@ -159,6 +305,37 @@ mod tests {
         let buf = encode(&h).unwrap();
         assert!(matches!(decode_hello(&buf), Err(FrameError::BadMagic)));
         assert!(decode_hello(&[1, 2]).is_err());
+    }
+
+    #[test]
+    fn hello_head_and_version_notice_survive_a_version_change() {
+        let mut h = Hello::new("room".into(), 7, 34001);
+        h.version = IPC_VERSION + 5;
+        let head = decode_hello_head(&encode(&h).unwrap()).unwrap();
+        assert_eq!(
+            (head.name.as_str(), head.pid, head.port, head.version),
+            ("room", 7, 34001, IPC_VERSION + 5)
+        );
+        let notice = encode(&VersionNotice::ours()).unwrap();
+        assert_eq!(decode_version_notice(&notice), Some(VersionNotice::ours()));
+        // A notice is never taken for a reply, nor a reply for a notice.
+        assert!(decode::<HelloReply>(&notice).is_err());
+        let refused = encode(&HelloReply::Refused { reason: "x".into() }).unwrap();
+        assert_eq!(decode_version_notice(&refused), None);
+    }
+
+    #[tokio::test]
+    async fn activity_counts_bytes_of_an_unfinished_frame() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, b) = tokio::io::duplex(1024);
+        let mut r = FrameReader::new(b);
+        let activity = r.activity();
+        // The length of a 100-byte frame and 10 bytes of it: no whole frame.
+        a.write_all(&100u32.to_be_bytes()).await.unwrap();
+        a.write_all(&[0u8; 10]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(100), r.next_raw()).await;
+        assert!(got.is_err(), "no frame is complete yet");
+        assert_eq!(activity.bytes(), 14);
     }
 
     #[tokio::test]

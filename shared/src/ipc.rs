@@ -20,6 +20,20 @@ pub const IPC_VERSION: u32 = 1;
 /// First bytes of every `Hello`.
 pub const MAGIC: [u8; 8] = *b"CHATIPC\0";
 
+/// The IPC version this process speaks: [`IPC_VERSION`]. A debug build reads
+/// `CHAT_FAKE_IPC_VERSION` instead when it is set, so that tests can make a
+/// peer of another version; a release build ignores it.
+pub fn ipc_version() -> u32 {
+    #[cfg(debug_assertions)]
+    if let Some(v) = std::env::var("CHAT_FAKE_IPC_VERSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    IPC_VERSION
+}
+
 /// First frame a worker sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -45,7 +59,7 @@ impl Hello {
     pub fn new(name: String, pid: u32, port: u16) -> Self {
         Self {
             magic: MAGIC,
-            version: IPC_VERSION,
+            version: ipc_version(),
             name,
             pid,
             port,

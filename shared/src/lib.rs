@@ -3,6 +3,7 @@
 //!
 //! - [`ipc`]: the messages exchanged over the master's local socket;
 //! - [`framing`]: length-delimited postcard frames carrying them;
+//! - [`link`]: an IPC session's reader and writer tasks, heartbeats first;
 //! - [`settings`]: room settings, validated where rooms are created;
 //! - [`room_name`]: the rule for room names;
 //! - [`protocol`]: the client WebSocket protocol's close codes and error codes;
@@ -11,6 +12,7 @@
 
 pub mod framing;
 pub mod ipc;
+pub mod link;
 #[cfg(feature = "procfs")]
 pub mod procfs;
 pub mod protocol;

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use chat_shared::framing::{FrameError, FrameReader, FrameWriter};
 use chat_shared::ipc::{Hello, HelloReply, MasterMsg, Snapshot, WorkerMsg};
+use chat_shared::link::{self, LinkOptions, LinkRx, LinkTx};
 use chat_shared::protocol::close;
-use interprocess::local_socket::tokio::Stream;
-use interprocess::local_socket::traits::tokio::Stream as _;
-use interprocess::local_socket::{GenericFilePath, ToFsName};
 use thiserror::Error;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use crate::state::Worker;
@@ -43,30 +42,26 @@ pub enum LinkError {
     Refused(String),
     #[error("the handshake timed out")]
     Timeout,
+    #[error("{0}")]
+    Link(#[from] link::LinkError),
 }
 
-/// An established link.
+/// A connection whose handshake is done.
 pub struct Link {
-    pub reader: FrameReader<ReadHalf<Stream>>,
-    pub writer: FrameWriter<WriteHalf<Stream>>,
+    pub reader: FrameReader<OwnedReadHalf>,
+    pub writer: FrameWriter<OwnedWriteHalf>,
 }
 
 /// Connects, says hello and receives the master's snapshot.
 pub async fn connect(path: &Path, hello: &Hello) -> Result<(Link, Snapshot), LinkError> {
     let attempt = async {
-        let name = path
-            .to_fs_name::<GenericFilePath>()
-            .map_err(|source| LinkError::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
-        let stream = Stream::connect(name)
+        let stream = UnixStream::connect(path)
             .await
             .map_err(|source| LinkError::Connect {
                 path: path.to_owned(),
                 source,
             })?;
-        let (r, w) = tokio::io::split(stream);
+        let (r, w) = stream.into_split();
         let mut link = Link {
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
@@ -129,72 +124,97 @@ pub async fn run(
     }
 }
 
-/// One connected session; `Ok` when the worker shuts down.
+/// One connected session; `Ok` when the worker shuts down. The socket is
+/// read and written by tasks of its own (see `chat_shared::link`): this loop
+/// never waits on a write while it could receive.
 async fn session(
     worker: &Arc<Worker>,
-    mut link: Link,
+    link: Link,
     outgoing: &mut mpsc::UnboundedReceiver<WorkerMsg>,
 ) -> Result<(), LinkError> {
     let heartbeat = Duration::from_millis(worker.config().ipc_heartbeat_ms.max(50));
-    let silence = heartbeat * 4;
+    let (tx, mut rx) = link::spawn::<_, _, MasterMsg, WorkerMsg>(
+        link.reader,
+        link.writer,
+        LinkOptions::with_silence(heartbeat * 4),
+    );
     let mut stats = tokio::time::interval(STATS_EVERY);
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = chat_shared::ipc::RoomStats::default();
-    let mut last_heard = tokio::time::Instant::now();
     let flush = worker.room().flush.clone();
     // A new link: whatever the master has not confirmed is sent again.
     worker.room().relink();
-    flush.notify_one();
+    let mut want_flush = true;
+    // A message waiting for room in the link's queue.
+    let mut pending: Option<WorkerMsg> = None;
     loop {
         tokio::select! {
-            _ = worker.shutdown.cancelled() => {
-                while let Ok(m) = outgoing.try_recv() {
-                    let _ = link.writer.send(&m).await;
-                }
-                let _ = tokio::time::timeout(FINAL_FLUSH, drain(worker, &mut link)).await;
-                return Ok(());
-            }
-            _ = flush.notified() => {
-                let batch = worker.room().take_unsent();
-                if !batch.is_empty() {
-                    link.writer.send(&WorkerMsg::Messages(batch)).await?;
-                }
-            }
-            m = outgoing.recv() => {
+            _ = worker.shutdown.cancelled() => break,
+            _ = flush.notified(), if !want_flush => want_flush = true,
+            m = outgoing.recv(), if pending.is_none() => {
                 if let Some(m) = m {
-                    link.writer.send(&m).await?;
+                    pending = Some(m);
                 }
             }
-            _ = stats.tick() => {
+            _ = stats.tick(), if pending.is_none() => {
                 let now = worker.room().stats();
                 if now != last {
-                    link.writer.send(&WorkerMsg::Stats(now)).await?;
+                    pending = Some(WorkerMsg::Stats(now));
                     last = now;
                 }
             }
-            _ = tokio::time::sleep_until(last_heard + silence) => return Err(LinkError::Timeout),
-            r = link.reader.recv::<MasterMsg>() => {
-                let Some(msg) = r? else { return Err(LinkError::Closed) };
-                last_heard = tokio::time::Instant::now();
-                if let Some(reply) = handle(worker, msg) {
-                    link.writer.send(&reply).await?;
+            permit = tx.reserve(), if pending.is_some() || want_flush => {
+                let permit = permit?;
+                match pending.take() {
+                    Some(m) => permit.send(&m)?,
+                    None => {
+                        let batch = worker.room().take_unsent();
+                        // Until a batch comes back empty.
+                        want_flush = !batch.is_empty();
+                        if want_flush {
+                            permit.send(&WorkerMsg::Messages(batch))?;
+                        }
+                    }
+                }
+            }
+            r = rx.recv() => {
+                if let Some(reply) = handle(worker, r?) {
+                    // A pong: ahead of any queued frame, never waiting.
+                    let _ = tx.send_priority(&reply);
                 }
             }
         }
     }
+    let last_words = async {
+        if let Some(m) = pending.take() {
+            tx.send(&m).await?;
+        }
+        while let Ok(m) = outgoing.try_recv() {
+            tx.send(&m).await?;
+        }
+        drain(worker, &tx, &mut rx).await
+    };
+    let _ = tokio::time::timeout(FINAL_FLUSH, last_words).await;
+    tx.finish(FINAL_FLUSH).await;
+    Ok(())
 }
 
 /// At the end: sends what is left and waits until the master stored it.
-async fn drain(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkError> {
-    let batch = worker.room().take_unsent();
-    if !batch.is_empty() {
-        link.writer.send(&WorkerMsg::Messages(batch)).await?;
+async fn drain(
+    worker: &Arc<Worker>,
+    tx: &LinkTx<WorkerMsg>,
+    rx: &mut LinkRx<MasterMsg>,
+) -> Result<(), LinkError> {
+    loop {
+        let batch = worker.room().take_unsent();
+        if batch.is_empty() {
+            break;
+        }
+        tx.send(&WorkerMsg::Messages(batch)).await?;
     }
     while worker.room().pending_writes() > 0 {
-        let Some(msg) = link.reader.recv::<MasterMsg>().await? else {
-            return Err(LinkError::Closed);
-        };
-        if let Some(reply) = handle(worker, msg) {
-            link.writer.send(&reply).await?;
+        if let Some(reply) = handle(worker, rx.recv().await?) {
+            let _ = tx.send_priority(&reply);
         }
     }
     Ok(())
