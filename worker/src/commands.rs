@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use chat_shared::protocol::{ClientMsg, ServerMsg, close, code};
 
 use crate::filters::Verdict;
-use crate::room::{Conn, MAX_UNCONFIRMED, PendingAck, Room, encode, now_ms};
+use crate::outbox::PendingAck;
+use crate::room::{Conn, Room, encode, now_ms};
 
 /// Largest `signal` payload, serialized.
 pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
@@ -193,7 +194,7 @@ impl Room {
         if client_id.as_ref().is_some_and(|c| c.len() > MAX_SHORT_TEXT) {
             return self.error(conn, code::TOO_LONG, "client_id is too long", None);
         }
-        if self.pending_writes() >= MAX_UNCONFIRMED {
+        if self.outbox.is_full() {
             return self.error(
                 conn,
                 code::UNAVAILABLE,
@@ -249,7 +250,7 @@ impl Room {
         self.broadcast(&bytes, Some(conn.id), None);
         self.fanout.observe(started.elapsed().as_secs_f64());
         // The ack goes out once the message is stored (see `Room::confirm`).
-        self.acks.push_back(PendingAck {
+        self.outbox.push_ack(PendingAck {
             seq,
             out: conn.out.clone(),
             client_id,
@@ -408,10 +409,7 @@ impl Room {
         let bytes = encode(&ServerMsg::Deleted { seq, by });
         self.broadcast(&bytes, None, None);
         // Not yet stored: it will be stored deleted. Stored: mark it there.
-        if let Some(u) = self.unconfirmed.iter_mut().find(|u| u.seq == seq) {
-            u.deleted = true;
-            u.text.clear();
-        }
+        self.outbox.mark_deleted(seq);
         self.tell_master(chat_shared::ipc::WorkerMsg::Deleted { seq });
     }
 

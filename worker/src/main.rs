@@ -11,6 +11,7 @@ mod identity;
 mod limits;
 mod master_link;
 mod outbound;
+mod outbox;
 mod room;
 mod server;
 mod shootout;

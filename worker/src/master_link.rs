@@ -153,12 +153,7 @@ async fn session(
                 let _ = tokio::time::timeout(FINAL_FLUSH, drain(worker, &mut link)).await;
                 return Ok(());
             }
-            _ = flush.notified() => {
-                let batch = worker.room().take_unsent();
-                if !batch.is_empty() {
-                    link.writer.send(&WorkerMsg::Messages(batch)).await?;
-                }
-            }
+            _ = flush.notified() => send_batches(worker, &mut link).await?,
             m = outgoing.recv() => {
                 if let Some(m) = m {
                     link.writer.send(&m).await?;
@@ -185,10 +180,7 @@ async fn session(
 
 /// At the end: sends what is left and waits until the master stored it.
 async fn drain(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkError> {
-    let batch = worker.room().take_unsent();
-    if !batch.is_empty() {
-        link.writer.send(&WorkerMsg::Messages(batch)).await?;
-    }
+    send_batches(worker, link).await?;
     while worker.room().pending_writes() > 0 {
         let Some(msg) = link.reader.recv::<MasterMsg>().await? else {
             return Err(LinkError::Closed);
@@ -196,8 +188,19 @@ async fn drain(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkError> {
         if let Some(reply) = handle(worker, msg) {
             link.writer.send(&reply).await?;
         }
+        send_batches(worker, link).await?;
     }
     Ok(())
+}
+
+/// Sends the outbox's batches while its in-flight limit allows.
+async fn send_batches(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkError> {
+    loop {
+        let Some(batch) = worker.room().next_batch() else {
+            return Ok(());
+        };
+        link.writer.send(&WorkerMsg::Messages(batch)).await?;
+    }
 }
 
 fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {

@@ -17,6 +17,7 @@ use crate::filters::Filters;
 use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
 use crate::outbound::Outbound;
+use crate::outbox::Outbox;
 
 /// Members listed in `welcome` (the rest by `members` requests): a large
 /// room's full list in every welcome would cost every join O(members).
@@ -26,17 +27,6 @@ pub const MAX_MEMBERS_PAGE: u32 = 500;
 
 /// Messages kept in memory for resume and `history`, at least.
 pub const MIN_KEPT: usize = 1000;
-/// Messages waiting to be stored before `say` is refused: the buffer that
-/// carries a room through a master restart or a store outage.
-pub use chat_shared::ipc::MAX_UNCONFIRMED;
-
-/// An ack waiting for its message to be stored.
-#[derive(Debug)]
-pub struct PendingAck {
-    pub seq: u64,
-    pub out: Arc<Outbound>,
-    pub client_id: Option<String>,
-}
 
 /// A `history` request waiting for the store.
 #[derive(Debug)]
@@ -111,13 +101,8 @@ pub struct Room {
     pub last_say: HashMap<String, Instant>,
     pub closing: bool,
     next_conn: u64,
-    /// Messages not yet confirmed stored, oldest first.
-    pub unconfirmed: VecDeque<StoredMessage>,
-    /// Highest seq handed to the current master link.
-    pub sent_seq: u64,
-    /// Highest seq the master confirmed stored.
-    pub durable_seq: u64,
-    pub acks: VecDeque<PendingAck>,
+    /// Messages not yet confirmed stored, and their acks.
+    pub outbox: Outbox,
     pub reference: Reference,
     pub user_names: HashMap<String, String>,
     pub filters: Filters,
@@ -175,10 +160,7 @@ impl Room {
             settings,
             epoch,
             seq,
-            unconfirmed: VecDeque::new(),
-            sent_seq: seq,
-            durable_seq: seq,
-            acks: VecDeque::new(),
+            outbox: Outbox::new(seq),
             reference: Reference::default(),
             user_names: HashMap::new(),
             filters: Filters::default(),
@@ -437,7 +419,7 @@ impl Room {
             ts: now_ms(),
             deleted: false,
         };
-        self.unconfirmed.push_back(StoredMessage {
+        self.outbox.push(StoredMessage {
             epoch: self.epoch,
             seq: msg.seq,
             user_id: msg.from.id.clone(),
@@ -468,46 +450,30 @@ impl Room {
         }
     }
 
-    /// Messages not yet handed to the current master link.
-    pub fn take_unsent(&mut self) -> Vec<StoredMessage> {
-        let from = self.sent_seq;
-        let batch: Vec<StoredMessage> = self
-            .unconfirmed
-            .iter()
-            .filter(|m| m.seq > from)
-            .cloned()
-            .collect();
-        if let Some(last) = batch.last() {
-            self.sent_seq = last.seq;
-        }
-        batch
+    /// The next batch of messages for the master link (see [`Outbox`]).
+    pub fn next_batch(&mut self) -> Option<Vec<StoredMessage>> {
+        self.outbox.next_batch()
     }
 
     /// A new master link: everything unconfirmed is sent again.
     pub fn relink(&mut self) {
-        self.sent_seq = self.durable_seq;
+        self.outbox.relink();
     }
 
-    /// The master stored every message up to `seq`: acknowledge them.
+    /// The master stored every message up to `seq`: acknowledge them, and
+    /// wake the link for what the confirmation lets through.
     pub fn confirm(&mut self, seq: u64) {
-        if seq <= self.durable_seq {
-            return;
-        }
-        self.durable_seq = seq;
-        self.sent_seq = self.sent_seq.max(seq);
-        while self.unconfirmed.front().is_some_and(|m| m.seq <= seq) {
-            self.unconfirmed.pop_front();
-        }
-        while self.acks.front().is_some_and(|a| a.seq <= seq) {
-            if let Some(a) = self.acks.pop_front() {
-                let ack = encode(&ServerMsg::Ack {
-                    client_id: a.client_id,
-                    seq: a.seq,
-                });
-                if a.out.send(&ack) {
-                    self.messages_out += 1;
-                }
+        for a in self.outbox.confirm(seq) {
+            let ack = encode(&ServerMsg::Ack {
+                client_id: a.client_id,
+                seq: a.seq,
+            });
+            if a.out.send(&ack) {
+                self.messages_out += 1;
             }
+        }
+        if self.outbox.has_unsent() {
+            self.flush.notify_one();
         }
     }
 
@@ -636,14 +602,14 @@ impl Room {
             messages_out: self.messages_out,
             epoch: self.epoch,
             seq: self.seq,
-            pending_writes: u32::try_from(self.unconfirmed.len()).unwrap_or(u32::MAX),
+            pending_writes: u32::try_from(self.outbox.len()).unwrap_or(u32::MAX),
             fanout: self.fanout,
         }
     }
 
     /// Messages waiting for the store.
     pub fn pending_writes(&self) -> usize {
-        self.unconfirmed.len()
+        self.outbox.len()
     }
 
     /// Adds a shootout-mode connection.
