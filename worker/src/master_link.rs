@@ -75,12 +75,36 @@ pub async fn connect(path: &Path, hello: &Hello) -> Result<(Link, Snapshot), Lin
         match link.reader.recv::<HelloReply>().await? {
             None => Err(LinkError::Closed),
             Some(HelloReply::Refused { reason }) => Err(LinkError::Refused(reason)),
-            Some(HelloReply::Accepted(snapshot)) => Ok((link, *snapshot)),
+            Some(HelloReply::Accepted(snapshot)) => {
+                let mut snapshot = *snapshot;
+                receive_chunks(&mut link, &mut snapshot).await?;
+                Ok((link, snapshot))
+            }
         }
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
         .map_err(|_| LinkError::Timeout)?
+}
+
+/// Receives the frames that follow a snapshot (its reference data and
+/// recent messages, in chunks) into it.
+async fn receive_chunks(link: &mut Link, snapshot: &mut Snapshot) -> Result<(), LinkError> {
+    for _ in 0..snapshot.follow {
+        match link.reader.recv::<MasterMsg>().await? {
+            None => return Err(LinkError::Closed),
+            Some(MasterMsg::Recent(chunk)) => snapshot.recent.extend(chunk),
+            Some(MasterMsg::ReferenceDelta(d)) => {
+                if !chat_shared::chunks::apply(&mut snapshot.reference, &d) {
+                    tracing::warn!(room = %snapshot.room.name, "a reference chunk out of order in the handshake");
+                }
+            }
+            Some(other) => {
+                tracing::debug!(room = %snapshot.room.name, msg = ?std::mem::discriminant(&other), "unexpected frame in the handshake")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the link until the worker shuts down, reconnecting when it drops.
@@ -206,7 +230,10 @@ async fn send_batches(worker: &Arc<Worker>, link: &mut Link) -> Result<(), LinkE
 fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
     match msg {
         MasterMsg::Ping { nonce } => return Some(WorkerMsg::Pong { nonce }),
-        MasterMsg::Snapshot(s) => apply_snapshot(worker, *s),
+        // A pushed snapshot carries no reference data (deltas do).
+        MasterMsg::Snapshot(s) => {
+            *worker.server.lock().unwrap_or_else(|p| p.into_inner()) = s.server;
+        }
         MasterMsg::Notice { text } => crate::conn::notice(worker, text),
         MasterMsg::Kick { user, reason } => {
             worker.room().disconnect_user(&user, close::KICKED, &reason);
@@ -219,6 +246,8 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
             error,
         } => worker.room().history_answer(id, messages, more, error),
         MasterMsg::Reference(r) => worker.room().apply_reference(*r),
+        MasterMsg::Recent(chunk) => worker.room().load_recent(chunk),
+        MasterMsg::ReferenceDelta(d) => return worker.room().apply_reference_delta(&d),
         MasterMsg::Shutdown { reason, restart } => {
             let code = if restart {
                 close::SERVICE_RESTART
@@ -234,7 +263,8 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
 
 fn apply_snapshot(worker: &Worker, snapshot: Snapshot) {
     // The room's own history position wins over the snapshot's: it is the
-    // master that learns it from the room after a reconnect.
+    // master that learns it from the room after a reconnect. The reference
+    // data is the new master's, whatever its version.
     worker.room().apply_reference(snapshot.reference);
     *worker.server.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.server;
 }

@@ -29,12 +29,6 @@ pub const BATCH_COUNT: usize = 1000;
 /// Most bytes handed to the master link and not yet confirmed stored.
 pub const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Bytes a message takes in a batch, at most: its strings, their length
-/// prefixes and three `u64` varints, a bool.
-pub fn encoded_size(m: &StoredMessage) -> usize {
-    m.user_id.len() + m.name.len() + m.text.len() + 3 * 5 + 3 * 10 + 1
-}
-
 /// An ack waiting for its message to be stored.
 #[derive(Debug)]
 pub struct PendingAck {
@@ -123,7 +117,7 @@ impl Outbox {
 
     /// Adds a freshly numbered message (seqs increase).
     pub fn push(&mut self, msg: StoredMessage) {
-        let size = encoded_size(&msg);
+        let size = msg.max_encoded_size();
         self.bytes += size;
         self.unconfirmed.push_back(Entry { msg, size });
     }

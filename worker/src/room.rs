@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use chat_shared::ipc::{Reference, RoomStats, StoredMessage, WorkerMsg};
+use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
 use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close};
 use chat_shared::settings::RoomSettings;
 
@@ -104,6 +104,8 @@ pub struct Room {
     /// Messages not yet confirmed stored, and their acks.
     pub outbox: Outbox,
     pub reference: Reference,
+    /// Set once the room asked the master for the full reference data.
+    reference_resync: bool,
     pub user_names: HashMap<String, String>,
     pub filters: Filters,
     pub history_queries: HashMap<u64, PendingHistory>,
@@ -162,6 +164,7 @@ impl Room {
             seq,
             outbox: Outbox::new(seq),
             reference: Reference::default(),
+            reference_resync: false,
             user_names: HashMap::new(),
             filters: Filters::default(),
             history_queries: HashMap::new(),
@@ -439,12 +442,26 @@ impl Room {
     /// restarted room serves resumes and history from memory again).
     pub fn load_recent(&mut self, recent: Vec<StoredMessage>) {
         let seq = self.seq;
+        let sorted = self
+            .history
+            .back()
+            .is_none_or(|last| recent.first().is_none_or(|m| m.seq > last.seq));
         self.history.extend(
             recent
                 .into_iter()
                 .filter(|m| m.seq <= seq)
                 .map(chat_message),
         );
+        if !sorted {
+            // A chunk older than what is held: keep `seq` order, once each.
+            self.history.make_contiguous().sort_by_key(|m| m.seq);
+            let mut last = None;
+            self.history.retain(|m| {
+                let keep = last != Some(m.seq);
+                last = Some(m.seq);
+                keep
+            });
+        }
         while self.history.len() > self.kept() {
             self.history.pop_front();
         }
@@ -540,14 +557,39 @@ impl Room {
             .map(|b| b.reason.clone().unwrap_or_else(|| "banned".into()))
     }
 
-    /// New reference data: names, filters, and bans that remove users.
+    /// New reference data (the whole of it, whatever its version): names,
+    /// filters, and bans that remove users.
     pub fn apply_reference(&mut self, reference: Reference) {
-        if reference.version < self.reference.version {
-            return;
-        }
-        self.filters = Filters::new(&reference.filters);
-        self.user_names = reference.users.iter().cloned().collect();
         self.reference = reference;
+        self.reference_resync = false;
+        self.reference_changed(true);
+    }
+
+    /// A change of the reference data (or one chunk of it). When it does not
+    /// apply to this room's version, asks the master for the full data once.
+    pub fn apply_reference_delta(&mut self, d: &ReferenceDelta) -> Option<WorkerMsg> {
+        if !chat_shared::chunks::apply(&mut self.reference, d) {
+            if self.reference_resync {
+                return None;
+            }
+            tracing::info!(room = %self.name, have = self.reference.version, base = ?d.base, "reference data out of step; asking for all of it");
+            self.reference_resync = true;
+            return Some(WorkerMsg::ReferenceWanted {
+                have: self.reference.version,
+            });
+        }
+        if d.base.is_none() {
+            self.reference_resync = false;
+        }
+        self.reference_changed(d.filters.is_some());
+        None
+    }
+
+    fn reference_changed(&mut self, filters: bool) {
+        if filters {
+            self.filters = Filters::new(&self.reference.filters);
+        }
+        self.user_names = self.reference.users.iter().cloned().collect();
         let banned: Vec<(String, String)> = self
             .users
             .keys()
