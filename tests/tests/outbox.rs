@@ -120,6 +120,20 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
         clients.push(t.await.expect("a sender failed"));
     }
 
+    // History older than the room's memory needs the store: while the
+    // master is away it is refused at once, not queued.
+    let seen = round_trip(
+        &mut clients[0],
+        json!({"type":"history","before":1500,"limit":10}),
+        "user 0",
+    )
+    .await;
+    let e = seen
+        .iter()
+        .find(|f| f["type"] == "error" || f["type"] == "history")
+        .unwrap_or_else(|| panic!("no answer to history: {seen:?}"));
+    assert_eq!(e["code"], "unavailable", "{e}");
+
     let mut m2 = MasterProc::start(&s, &args, "master2").await;
     let mut tasks = Vec::new();
     for (u, c) in clients.into_iter().enumerate() {

@@ -93,6 +93,9 @@ impl Room {
             ClientMsg::History { before, limit } => self.history_page(conn, before, limit),
             ClientMsg::Typing => self.typing(conn),
             ClientMsg::Kick { user, reason } => {
+                if !self.short_text(conn, "reason", reason.as_deref()) {
+                    return;
+                }
                 let reason = reason.unwrap_or_else(|| "kicked".into());
                 self.moderate(conn, &user, |room, target, by| {
                     room.disconnect_user(
@@ -103,6 +106,9 @@ impl Room {
                 });
             }
             ClientMsg::Ban { user, reason } => {
+                if !self.short_text(conn, "reason", reason.as_deref()) {
+                    return;
+                }
                 let reason = reason.unwrap_or_else(|| "banned".into());
                 self.moderate(conn, &user, |room, target, by| {
                     room.bans.insert(target.to_owned(), reason.clone());
@@ -134,6 +140,17 @@ impl Room {
                 self.send_to(conn, &pong);
             }
         }
+    }
+
+    /// Checks a short text (a reason, a client id) against
+    /// [`MAX_SHORT_TEXT`] bytes; `too_long` otherwise.
+    fn short_text(&mut self, conn: &Conn, what: &str, text: Option<&str>) -> bool {
+        if text.is_some_and(|t| t.len() > MAX_SHORT_TEXT) {
+            let msg = format!("{what} is longer than {MAX_SHORT_TEXT} bytes");
+            self.error(conn, code::TOO_LONG, msg, None);
+            return false;
+        }
+        true
     }
 
     /// Checks a text's length against the room's limit.
@@ -191,8 +208,8 @@ impl Room {
     }
 
     fn say(&mut self, conn: &Conn, text: String, client_id: Option<String>) {
-        if client_id.as_ref().is_some_and(|c| c.len() > MAX_SHORT_TEXT) {
-            return self.error(conn, code::TOO_LONG, "client_id is too long", None);
+        if !self.short_text(conn, "client_id", client_id.as_deref()) {
+            return;
         }
         if self.outbox.is_full() {
             return self.error(

@@ -122,6 +122,7 @@ pub async fn run(
             match session(&worker, l, &mut outgoing).await {
                 Ok(()) => return,
                 Err(e) => {
+                    worker.room().unlink();
                     tracing::warn!(room = %worker.name, error = %e, "lost the master; serving on and reconnecting")
                 }
             }

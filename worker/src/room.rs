@@ -3,19 +3,21 @@
 //! across an `.await`, and everything a join or a message changes happens in
 //! one critical section, so every connection sees frames in `seq` order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
-use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close};
+use chat_shared::protocol::{ChatMessage, Member, ServerMsg, UserRef, close, code};
 use chat_shared::settings::RoomSettings;
 
 use crate::filters::Filters;
+use crate::history::{History, PendingHistory, Queries};
 use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
+pub use crate::members::{Conn, Members};
 use crate::outbound::Outbound;
 use crate::outbox::Outbox;
 
@@ -24,58 +26,6 @@ use crate::outbox::Outbox;
 pub const WELCOME_MEMBERS: usize = 100;
 /// Longest `members` page.
 pub const MAX_MEMBERS_PAGE: u32 = 500;
-
-/// Messages kept in memory for resume and `history`, at least.
-pub const MIN_KEPT: usize = 1000;
-
-/// A `history` request waiting for the store.
-#[derive(Debug)]
-pub struct PendingHistory {
-    pub out: Arc<Outbound>,
-    /// The part served from memory (newer than what the store returns).
-    pub memory: Vec<ChatMessage>,
-}
-
-/// One WebSocket connection of a member.
-#[derive(Debug)]
-pub struct Conn {
-    pub id: u64,
-    pub user_id: String,
-    pub out: Arc<Outbound>,
-    /// Pings sent without any frame received since.
-    pub missed_pings: AtomicU32,
-    pub bucket: Bucket,
-    pub strikes: Bucket,
-}
-
-/// A member: one user with one or more connections.
-#[derive(Debug)]
-pub struct User {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub conns: Vec<Arc<Conn>>,
-    pub last_typing: Option<Instant>,
-    pub bucket: Bucket,
-}
-
-impl User {
-    pub fn user_ref(&self) -> UserRef {
-        UserRef {
-            id: self.id.clone(),
-            name: self.name.clone(),
-        }
-    }
-
-    pub fn member(&self) -> Member {
-        Member {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-            connections: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
-        }
-    }
-}
 
 /// Where a reconnecting client left off (`?since=&epoch=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +41,8 @@ pub struct Room {
     pub settings: RoomSettings,
     pub epoch: u64,
     pub seq: u64,
-    pub history: VecDeque<ChatMessage>,
-    pub users: HashMap<String, User>,
+    pub history: History,
+    pub users: Members,
     /// Users banned from this room, with the reason.
     pub bans: HashMap<String, String>,
     /// Muted users and until when; kept across their reconnects.
@@ -108,8 +58,9 @@ pub struct Room {
     reference_resync: bool,
     pub user_names: HashMap<String, String>,
     pub filters: Filters,
-    pub history_queries: HashMap<u64, PendingHistory>,
-    next_query: u64,
+    pub history_queries: Queries,
+    /// Whether a master link is up (store queries are possible).
+    pub linked: bool,
     /// Messages for the master (stored messages travel separately).
     pub to_master: Option<tokio::sync::mpsc::UnboundedSender<WorkerMsg>>,
     /// Wakes the master link to send new messages at once.
@@ -134,20 +85,6 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
     }
 }
 
-/// A stored message as clients see it (a deleted one without its text).
-fn chat_message(m: StoredMessage) -> ChatMessage {
-    ChatMessage {
-        seq: m.seq,
-        from: UserRef {
-            id: m.user_id,
-            name: m.name,
-        },
-        text: if m.deleted { String::new() } else { m.text },
-        ts: m.ts,
-        deleted: m.deleted,
-    }
-}
-
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -157,6 +94,7 @@ pub fn now_ms() -> u64 {
 
 impl Room {
     pub fn new(name: String, settings: RoomSettings, epoch: u64, seq: u64) -> Self {
+        let history = History::new(settings.history_size as usize);
         Self {
             name,
             settings,
@@ -167,12 +105,12 @@ impl Room {
             reference_resync: false,
             user_names: HashMap::new(),
             filters: Filters::default(),
-            history_queries: HashMap::new(),
-            next_query: 0,
+            history_queries: Queries::default(),
+            linked: false,
             to_master: None,
             flush: Arc::new(tokio::sync::Notify::new()),
-            history: VecDeque::new(),
-            users: HashMap::new(),
+            history,
+            users: Members::default(),
             bans: HashMap::new(),
             mutes: HashMap::new(),
             last_say: HashMap::new(),
@@ -183,10 +121,6 @@ impl Room {
             fanout: Default::default(),
             plain: HashMap::new(),
         }
-    }
-
-    fn kept(&self) -> usize {
-        MIN_KEPT.max(self.settings.history_size as usize)
     }
 
     /// Queues a frame on one connection.
@@ -245,16 +179,7 @@ impl Room {
     /// A page of members ordered by (name, id), after the member `after`;
     /// and whether more follow.
     pub fn members_page(&self, after: Option<&str>, limit: usize) -> (Vec<Member>, bool) {
-        let key = |u: &User| (u.name.clone(), u.id.clone());
-        let from = after.and_then(|id| self.users.get(id)).map(key);
-        let mut m: Vec<&User> = self
-            .users
-            .values()
-            .filter(|u| from.as_ref().is_none_or(|f| key(u) > *f))
-            .collect();
-        m.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        let more = m.len() > limit;
-        (m.into_iter().take(limit).map(User::member).collect(), more)
+        self.users.page(after, limit)
     }
 
     /// Adds a connection: checks bans and capacity, sends `welcome` (and the
@@ -292,17 +217,8 @@ impl Room {
             bucket: Bucket::connection(),
             strikes: Bucket::strikes(),
         });
-        let user = self.users.entry(who.id.clone()).or_insert_with(|| User {
-            id: who.id.clone(),
-            name: who.name.clone(),
-            role: who.role,
-            conns: Vec::new(),
-            last_typing: None,
-            bucket: Bucket::user(),
-        });
         // The latest connection's name and role win.
-        user.name = who.name;
-        user.role = who.role;
+        let user = self.users.upsert(&who.id, &who.name, who.role);
         user.conns.push(conn.clone());
         let me = user.member();
 
@@ -431,40 +347,14 @@ impl Room {
             ts: msg.ts,
             deleted: false,
         });
-        self.history.push_back(msg.clone());
-        while self.history.len() > self.kept() {
-            self.history.pop_front();
-        }
+        self.history.push(msg.clone());
         msg
     }
 
     /// Fills the in-memory history with the store's latest messages (a
     /// restarted room serves resumes and history from memory again).
     pub fn load_recent(&mut self, recent: Vec<StoredMessage>) {
-        let seq = self.seq;
-        let sorted = self
-            .history
-            .back()
-            .is_none_or(|last| recent.first().is_none_or(|m| m.seq > last.seq));
-        self.history.extend(
-            recent
-                .into_iter()
-                .filter(|m| m.seq <= seq)
-                .map(chat_message),
-        );
-        if !sorted {
-            // A chunk older than what is held: keep `seq` order, once each.
-            self.history.make_contiguous().sort_by_key(|m| m.seq);
-            let mut last = None;
-            self.history.retain(|m| {
-                let keep = last != Some(m.seq);
-                last = Some(m.seq);
-                keep
-            });
-        }
-        while self.history.len() > self.kept() {
-            self.history.pop_front();
-        }
+        self.history.load(recent, self.seq);
     }
 
     /// The next batch of messages for the master link (see [`Outbox`]).
@@ -474,7 +364,35 @@ impl Room {
 
     /// A new master link: everything unconfirmed is sent again.
     pub fn relink(&mut self) {
+        self.linked = true;
         self.outbox.relink();
+    }
+
+    /// The master link is down: the store's answers to pending `history`
+    /// requests are lost, and new ones are refused until it is back.
+    pub fn unlink(&mut self) {
+        self.linked = false;
+        for p in self.history_queries.drain() {
+            self.history_unavailable(&p, "the master is unreachable");
+        }
+    }
+
+    /// Answers the `history` requests the store did not answer in time.
+    pub fn expire_queries(&mut self) {
+        for p in self.history_queries.expired(Instant::now()) {
+            self.history_unavailable(&p, "the store did not answer in time");
+        }
+    }
+
+    fn history_unavailable(&mut self, p: &PendingHistory, why: &str) {
+        let bytes = encode(&ServerMsg::Error {
+            code: code::UNAVAILABLE.into(),
+            message: format!("history is unavailable: {why}"),
+            retry_after_ms: Some(1000),
+        });
+        if p.out.send(&bytes) {
+            self.messages_out += 1;
+        }
     }
 
     /// The master stored every message up to `seq`: acknowledge them, and
@@ -509,11 +427,21 @@ impl Room {
         before: u64,
         limit: u32,
     ) {
-        self.next_query += 1;
-        let id = self.next_query;
-        self.history_queries
-            .insert(id, PendingHistory { out, memory });
-        self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
+        let refused = if !self.linked {
+            "the master is unreachable"
+        } else if let Some(id) = self.history_queries.register(out.clone(), memory) {
+            return self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
+        } else {
+            "too many history requests are waiting"
+        };
+        let bytes = encode(&ServerMsg::Error {
+            code: code::UNAVAILABLE.into(),
+            message: format!("history is unavailable: {refused}"),
+            retry_after_ms: Some(1000),
+        });
+        if out.send(&bytes) {
+            self.messages_out += 1;
+        }
     }
 
     /// The store's answer to a history request.
@@ -524,7 +452,7 @@ impl Room {
         more: bool,
         error: Option<String>,
     ) {
-        let Some(p) = self.history_queries.remove(&id) else {
+        let Some(p) = self.history_queries.take(id) else {
             return;
         };
         let bytes = match error {
@@ -534,7 +462,10 @@ impl Room {
                 retry_after_ms: Some(1000),
             }),
             None => {
-                let mut messages: Vec<ChatMessage> = stored.into_iter().map(chat_message).collect();
+                let mut messages: Vec<ChatMessage> = stored
+                    .into_iter()
+                    .map(crate::history::chat_message)
+                    .collect();
                 messages.extend(p.memory);
                 encode(&ServerMsg::History { messages, more })
             }
