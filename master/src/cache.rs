@@ -1,11 +1,15 @@
 //! The master's cache of reference data (users, bans, filters): loaded from
 //! the store into one versioned snapshot, refreshed every `--cache-refresh`
-//! and at once after an admin change, and pushed to every room. A thousand
-//! rooms never query the database themselves.
+//! and at once after an admin change, and pushed to every room as a delta
+//! (only what changed since the previous version) in chunks that each fit an
+//! IPC frame. A room gets the full data, chunked, when it links, and again if
+//! it finds itself out of step. A thousand rooms never query the database
+//! themselves.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use chat_shared::chunks;
 use chat_shared::ipc::{Ban, Filter, MasterMsg, Reference};
 use serde::Serialize;
 
@@ -61,6 +65,22 @@ pub fn to_reference(data: ReferenceData, version: u64) -> Reference {
     }
 }
 
+/// The full reference data as frames that each fit the IPC limit.
+pub fn full_reference(r: &Reference) -> Vec<MasterMsg> {
+    chunks::split(chunks::full(r), chunks::CHUNK_BYTES)
+        .into_iter()
+        .map(|c| MasterMsg::ReferenceDelta(Box::new(c)))
+        .collect()
+}
+
+/// The change from `old` to `new` as frames that each fit the IPC limit.
+pub fn reference_delta(old: &Reference, new: &Reference) -> Vec<MasterMsg> {
+    chunks::split(chunks::delta(old, new), chunks::CHUNK_BYTES)
+        .into_iter()
+        .map(|c| MasterMsg::ReferenceDelta(Box::new(c)))
+        .collect()
+}
+
 fn same_content(a: &Reference, b: &Reference) -> bool {
     a.users == b.users && a.bans == b.bans && a.filters == b.filters
 }
@@ -100,9 +120,9 @@ impl Cache {
         }
     }
 
-    /// Installs freshly loaded data; returns the new reference when its
-    /// content changed (its version is then one more).
-    fn install(&self, data: ReferenceData) -> Option<Arc<Reference>> {
+    /// Installs freshly loaded data; returns the previous and the new
+    /// reference when its content changed (its version is then one more).
+    fn install(&self, data: ReferenceData) -> Option<(Arc<Reference>, Arc<Reference>)> {
         let mut s = self.write();
         s.loaded_at = Some(Instant::now());
         s.last_error = None;
@@ -111,8 +131,8 @@ impl Cache {
             return None;
         }
         let fresh = Arc::new(fresh);
-        s.reference = fresh.clone();
-        Some(fresh)
+        let old = std::mem::replace(&mut s.reference, fresh.clone());
+        Some((old, fresh))
     }
 
     fn failed(&self, error: String) -> bool {
@@ -128,16 +148,19 @@ pub async fn refresh(master: &Shared) -> Result<u64, String> {
     match master.store.load_reference().await {
         Ok(data) => {
             master.store_reached();
-            if let Some(r) = master.cache.install(data) {
+            if let Some((old, r)) = master.cache.install(data) {
                 tracing::info!(
                     version = r.version,
                     users = r.users.len(),
                     bans = r.bans.len(),
                     filters = r.filters.len(),
-                    "reference data changed; pushing it to rooms"
+                    "reference data changed; pushing the change to rooms"
                 );
+                let delta = reference_delta(&old, &r);
                 for room in master.registry.all() {
-                    room.send(MasterMsg::Reference(Box::new((*r).clone())));
+                    for m in &delta {
+                        room.send(m.clone());
+                    }
                 }
             }
             Ok(master.cache.reference().version)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_shared::chunks;
 use chat_shared::framing::{FrameReader, FrameWriter};
 use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
 use chat_shared::link::{self, LinkError, LinkOptions};
@@ -75,11 +76,24 @@ async fn session(master: Shared, stream: UnixStream) {
             .await;
         return;
     };
+    // The snapshot, then the large parts in chunks that each fit a frame.
+    let mut follow = crate::cache::full_reference(&master.cache.reference());
+    follow.extend(
+        chunks::messages(entry.take_recent(), chunks::CHUNK_BYTES)
+            .into_iter()
+            .map(MasterMsg::Recent),
+    );
     let mut snapshot = master.snapshot(&entry);
-    snapshot.recent = entry.take_recent();
+    snapshot.follow = u32::try_from(follow.len()).unwrap_or(u32::MAX);
     if let Err(e) = writer.send(&HelloReply::Accepted(Box::new(snapshot))).await {
         tracing::warn!(room = %entry.name, error = %e, "cannot answer the hello");
         return;
+    }
+    for m in &follow {
+        if let Err(e) = writer.send(m).await {
+            tracing::warn!(room = %entry.name, error = %e, "cannot send the snapshot's chunks");
+            return;
+        }
     }
     let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -258,6 +272,12 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
             let m = master.clone();
             let room = entry.name.clone();
             tokio::spawn(async move { answer_history(m, room, id, before, limit).await });
+        }
+        WorkerMsg::ReferenceWanted { have } => {
+            tracing::info!(room = %entry.name, have, "room asked for the full reference data");
+            for m in crate::cache::full_reference(&master.cache.reference()) {
+                entry.send(m);
+            }
         }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");

@@ -437,6 +437,7 @@ impl Registry {
             history: *lock(&entry.history),
             reference,
             recent: Vec::new(),
+            follow: 0,
             server: lock(&self.server).clone(),
             room: RoomConfig {
                 name: entry.name.clone(),

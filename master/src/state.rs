@@ -64,9 +64,10 @@ impl Master {
     }
 
     /// The snapshot a room's worker pulls (and receives again on changes).
+    /// The reference data travels on its own, in chunks (`cache.rs`).
     pub fn snapshot(&self, entry: &RoomEntry) -> Snapshot {
         self.registry
-            .snapshot(entry, (*self.cache.reference()).clone())
+            .snapshot(entry, chat_shared::ipc::Reference::default())
     }
 
     /// Pushes the current snapshot to every room.

@@ -92,6 +92,11 @@ pub struct Snapshot {
     /// The room's latest stored messages, oldest first (at start only), so a
     /// restarted room can serve resumes and history from memory.
     pub recent: Vec<StoredMessage>,
+    /// In a `HelloReply`: how many frames follow it before anything else,
+    /// each a [`MasterMsg::ReferenceDelta`] (the full reference data, from
+    /// empty) or a [`MasterMsg::Recent`] chunk. A snapshot stays small: the
+    /// large parts travel in chunks that each fit a frame.
+    pub follow: u32,
 }
 
 /// Reference data the master caches from the store and hands to rooms.
@@ -104,6 +109,23 @@ pub struct Reference {
     pub users: Vec<(String, String)>,
     pub bans: Vec<Ban>,
     pub filters: Vec<Filter>,
+}
+
+/// A change of the reference data, or one chunk of it: apply in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceDelta {
+    /// The version it applies to; `None`: start over from empty data (the
+    /// first chunk of the full reference data).
+    pub base: Option<u64>,
+    /// The version once applied (every chunk of one change has the same;
+    /// chunks after the first have it as their `base`).
+    pub version: u64,
+    /// Profiles set (`Some(name)`) or removed (`None`).
+    pub users: Vec<(String, Option<String>)>,
+    /// Every ban of each listed user (empty: none left).
+    pub bans: Vec<(String, Vec<Ban>)>,
+    /// The word filters, when they changed.
+    pub filters: Option<Vec<Filter>>,
 }
 
 /// A ban: `room` `None` means every room, `until_ms` `None` means forever.
@@ -143,6 +165,14 @@ pub struct StoredMessage {
     pub text: String,
     pub ts: u64,
     pub deleted: bool,
+}
+
+impl StoredMessage {
+    /// Bytes it takes in a postcard frame, at most: its strings, their
+    /// length prefixes, three `u64` varints and a bool.
+    pub fn max_encoded_size(&self) -> usize {
+        self.user_id.len() + self.name.len() + self.text.len() + 3 * 5 + 3 * 10 + 1
+    }
 }
 
 /// Server-wide configuration handed to every worker (may hold secrets: it
@@ -292,6 +322,11 @@ pub enum WorkerMsg {
         before: u64,
         limit: u32,
     },
+    /// The room's reference data is out of step (a delta did not apply to
+    /// its version `have`): the master answers with the full data.
+    ReferenceWanted {
+        have: u64,
+    },
 }
 
 /// Master → worker.
@@ -338,4 +373,9 @@ pub enum MasterMsg {
         seqs: Vec<u64>,
         code: String,
     },
+    /// A chunk of the room's latest stored messages, oldest first (after
+    /// the hello reply, see [`Snapshot::follow`]).
+    Recent(Vec<StoredMessage>),
+    /// A change of the reference data (or a chunk of the full data).
+    ReferenceDelta(Box<ReferenceDelta>),
 }

@@ -2,6 +2,7 @@
 //! both need, and nothing else:
 //!
 //! - [`ipc`]: the messages exchanged over the master's local socket;
+//! - [`chunks`]: large IPC payloads split into frames that fit;
 //! - [`framing`]: length-delimited postcard frames carrying them;
 //! - [`link`]: an IPC session's reader and writer tasks, heartbeats first;
 //! - [`settings`]: room settings, validated where rooms are created;
@@ -10,6 +11,7 @@
 //! - `procfs` (feature `procfs`): process and machine facts from `/proc`, for
 //!   the master, the tests and the benchmarks.
 
+pub mod chunks;
 pub mod framing;
 pub mod ipc;
 pub mod link;

@@ -243,3 +243,27 @@ async fn moderation() {
         again.skipped
     );
 }
+
+#[tokio::test]
+async fn kick_and_ban_reasons_are_bounded() {
+    let (_s, port, secret) = jwt_room("reasons", None).await;
+    let tok = |sub: &str, role: &str| token::token(&secret, sub, sub, "reasons", role);
+    let mut m = Client::with_token(port, &tok("mod", "moderator")).await;
+    let mut x = Client::with_token(port, &tok("x", "member")).await;
+    let long = "r".repeat(257);
+    for kind in ["kick", "ban"] {
+        m.send_json(json!({"type":kind,"user":"x","reason":long}))
+            .await;
+        let e = m.recv_type("error").await;
+        assert_eq!(e["code"], "too_long", "{kind}: {e}");
+    }
+    // Refused: the member is still here and may still chat.
+    let skipped = x.sync().await;
+    assert!(!x.closed, "{skipped:?}");
+    x.say_acked("still here").await;
+    // At the bound, the reason is taken.
+    m.send_json(json!({"type":"kick","user":"x","reason":"r".repeat(256)}))
+        .await;
+    let (code, reason) = x.expect_close().await;
+    assert_eq!(code, 4007, "{reason}");
+}

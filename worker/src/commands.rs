@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use chat_shared::protocol::{ClientMsg, ServerMsg, close, code};
 
 use crate::filters::Verdict;
-use crate::room::{Conn, MAX_UNCONFIRMED, PendingAck, Room, encode, now_ms};
+use crate::outbox::PendingAck;
+use crate::room::{Conn, Room, encode, now_ms};
 
 /// Largest `signal` payload, serialized.
 pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
@@ -92,6 +93,9 @@ impl Room {
             ClientMsg::History { before, limit } => self.history_page(conn, before, limit),
             ClientMsg::Typing => self.typing(conn),
             ClientMsg::Kick { user, reason } => {
+                if !self.short_text(conn, "reason", reason.as_deref()) {
+                    return;
+                }
                 let reason = reason.unwrap_or_else(|| "kicked".into());
                 self.moderate(conn, &user, |room, target, by| {
                     room.disconnect_user(
@@ -102,6 +106,9 @@ impl Room {
                 });
             }
             ClientMsg::Ban { user, reason } => {
+                if !self.short_text(conn, "reason", reason.as_deref()) {
+                    return;
+                }
                 let reason = reason.unwrap_or_else(|| "banned".into());
                 self.moderate(conn, &user, |room, target, by| {
                     room.bans.insert(target.to_owned(), reason.clone());
@@ -133,6 +140,17 @@ impl Room {
                 self.send_to(conn, &pong);
             }
         }
+    }
+
+    /// Checks a short text (a reason, a client id) against
+    /// [`MAX_SHORT_TEXT`] bytes; `too_long` otherwise.
+    fn short_text(&mut self, conn: &Conn, what: &str, text: Option<&str>) -> bool {
+        if text.is_some_and(|t| t.len() > MAX_SHORT_TEXT) {
+            let msg = format!("{what} is longer than {MAX_SHORT_TEXT} bytes");
+            self.error(conn, code::TOO_LONG, msg, None);
+            return false;
+        }
+        true
     }
 
     /// Checks a text's length against the room's limit.
@@ -190,10 +208,10 @@ impl Room {
     }
 
     fn say(&mut self, conn: &Conn, text: String, client_id: Option<String>) {
-        if client_id.as_ref().is_some_and(|c| c.len() > MAX_SHORT_TEXT) {
-            return self.error(conn, code::TOO_LONG, "client_id is too long", None);
+        if !self.short_text(conn, "client_id", client_id.as_deref()) {
+            return;
         }
-        if self.pending_writes() >= MAX_UNCONFIRMED {
+        if self.outbox.is_full() {
             return self.error(
                 conn,
                 code::UNAVAILABLE,
@@ -249,7 +267,7 @@ impl Room {
         self.broadcast(&bytes, Some(conn.id), None);
         self.fanout.observe(started.elapsed().as_secs_f64());
         // The ack goes out once the message is stored (see `Room::confirm`).
-        self.acks.push_back(PendingAck {
+        self.outbox.push_ack(PendingAck {
             seq,
             out: conn.out.clone(),
             client_id,
@@ -408,10 +426,7 @@ impl Room {
         let bytes = encode(&ServerMsg::Deleted { seq, by });
         self.broadcast(&bytes, None, None);
         // Not yet stored: it will be stored deleted. Stored: mark it there.
-        if let Some(u) = self.unconfirmed.iter_mut().find(|u| u.seq == seq) {
-            u.deleted = true;
-            u.text.clear();
-        }
+        self.outbox.mark_deleted(seq);
         self.tell_master(chat_shared::ipc::WorkerMsg::Deleted { seq });
     }
 

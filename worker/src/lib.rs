@@ -12,10 +12,13 @@
 mod commands;
 mod conn;
 mod filters;
+mod history;
 mod identity;
 mod limits;
 mod master_link;
+mod members;
 mod outbound;
+mod outbox;
 mod room;
 mod server;
 mod shootout;
@@ -139,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outgoing,
     ));
     tokio::spawn(timers::heartbeat(worker.clone()));
+    tokio::spawn(timers::expire_queries(worker.clone()));
     if let Some(limit) = snapshot.room.settings.time_limit_secs {
         tokio::spawn(timers::time_limit(
             worker.clone(),

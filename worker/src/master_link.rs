@@ -70,12 +70,36 @@ pub async fn connect(path: &Path, hello: &Hello) -> Result<(Link, Snapshot), Lin
         match link.reader.recv::<HelloReply>().await? {
             None => Err(LinkError::Closed),
             Some(HelloReply::Refused { reason }) => Err(LinkError::Refused(reason)),
-            Some(HelloReply::Accepted(snapshot)) => Ok((link, *snapshot)),
+            Some(HelloReply::Accepted(snapshot)) => {
+                let mut snapshot = *snapshot;
+                receive_chunks(&mut link, &mut snapshot).await?;
+                Ok((link, snapshot))
+            }
         }
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
         .map_err(|_| LinkError::Timeout)?
+}
+
+/// Receives the frames that follow a snapshot (its reference data and
+/// recent messages, in chunks) into it.
+async fn receive_chunks(link: &mut Link, snapshot: &mut Snapshot) -> Result<(), LinkError> {
+    for _ in 0..snapshot.follow {
+        match link.reader.recv::<MasterMsg>().await? {
+            None => return Err(LinkError::Closed),
+            Some(MasterMsg::Recent(chunk)) => snapshot.recent.extend(chunk),
+            Some(MasterMsg::ReferenceDelta(d)) => {
+                if !chat_shared::chunks::apply(&mut snapshot.reference, &d) {
+                    tracing::warn!(room = %snapshot.room.name, "a reference chunk out of order in the handshake");
+                }
+            }
+            Some(other) => {
+                tracing::debug!(room = %snapshot.room.name, msg = ?std::mem::discriminant(&other), "unexpected frame in the handshake")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the link until the worker shuts down, reconnecting when it drops.
@@ -93,6 +117,7 @@ pub async fn run(
             match session(&worker, l, &mut outgoing).await {
                 Ok(()) => return,
                 Err(e) => {
+                    worker.room().unlink();
                     tracing::warn!(room = %worker.name, error = %e, "lost the master; serving on and reconnecting")
                 }
             }
@@ -167,14 +192,13 @@ async fn session(
                 let permit = permit?;
                 match pending.take() {
                     Some(m) => permit.send(&m)?,
-                    None => {
-                        let batch = worker.room().take_unsent();
-                        // Until a batch comes back empty.
-                        want_flush = !batch.is_empty();
-                        if want_flush {
-                            permit.send(&WorkerMsg::Messages(batch))?;
-                        }
-                    }
+                    // Until the outbox has nothing more to hand out (empty,
+                    // or its bytes in flight are at the limit: the next
+                    // `Durable` wakes the flush again).
+                    None => match worker.room().next_batch() {
+                        Some(batch) => permit.send(&WorkerMsg::Messages(batch))?,
+                        None => want_flush = false,
+                    },
                 }
             }
             r = rx.recv() => {
@@ -205,25 +229,33 @@ async fn drain(
     tx: &LinkTx<WorkerMsg>,
     rx: &mut LinkRx<MasterMsg>,
 ) -> Result<(), LinkError> {
-    loop {
-        let batch = worker.room().take_unsent();
-        if batch.is_empty() {
-            break;
-        }
-        tx.send(&WorkerMsg::Messages(batch)).await?;
-    }
+    send_batches(worker, tx).await?;
     while worker.room().pending_writes() > 0 {
         if let Some(reply) = handle(worker, rx.recv().await?) {
             let _ = tx.send_priority(&reply);
         }
+        send_batches(worker, tx).await?;
     }
     Ok(())
+}
+
+/// Sends the outbox's batches while its in-flight limit allows.
+async fn send_batches(worker: &Arc<Worker>, tx: &LinkTx<WorkerMsg>) -> Result<(), LinkError> {
+    loop {
+        let Some(batch) = worker.room().next_batch() else {
+            return Ok(());
+        };
+        tx.send(&WorkerMsg::Messages(batch)).await?;
+    }
 }
 
 fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
     match msg {
         MasterMsg::Ping { nonce } => return Some(WorkerMsg::Pong { nonce }),
-        MasterMsg::Snapshot(s) => apply_snapshot(worker, *s),
+        // A pushed snapshot carries no reference data (deltas do).
+        MasterMsg::Snapshot(s) => {
+            *worker.server.lock().unwrap_or_else(|p| p.into_inner()) = s.server;
+        }
         MasterMsg::Notice { text } => crate::conn::notice(worker, text),
         MasterMsg::Kick { user, reason } => {
             worker.room().disconnect_user(&user, close::KICKED, &reason);
@@ -237,6 +269,8 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
         } => worker.room().history_answer(id, messages, more, error),
         MasterMsg::Reference(r) => worker.room().apply_reference(*r),
         MasterMsg::Failed { seqs, code } => worker.room().fail(&seqs, &code),
+        MasterMsg::Recent(chunk) => worker.room().load_recent(chunk),
+        MasterMsg::ReferenceDelta(d) => return worker.room().apply_reference_delta(&d),
         MasterMsg::Shutdown { reason, restart } => {
             let code = if restart {
                 close::SERVICE_RESTART
@@ -252,7 +286,8 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
 
 fn apply_snapshot(worker: &Worker, snapshot: Snapshot) {
     // The room's own history position wins over the snapshot's: it is the
-    // master that learns it from the room after a reconnect.
+    // master that learns it from the room after a reconnect. The reference
+    // data is the new master's, whatever its version.
     worker.room().apply_reference(snapshot.reference);
     *worker.server.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.server;
 }

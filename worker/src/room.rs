@@ -3,89 +3,29 @@
 //! across an `.await`, and everything a join or a message changes happens in
 //! one critical section, so every connection sees frames in `seq` order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use chat_shared::ipc::{Reference, RoomStats, StoredMessage, WorkerMsg};
-use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close};
+use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
+use chat_shared::protocol::{ChatMessage, Member, ServerMsg, UserRef, close, code};
 use chat_shared::settings::RoomSettings;
 
 use crate::filters::Filters;
+use crate::history::{History, PendingHistory, Queries};
 use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
+pub use crate::members::{Conn, Members};
 use crate::outbound::Outbound;
+use crate::outbox::Outbox;
 
 /// Members listed in `welcome` (the rest by `members` requests): a large
 /// room's full list in every welcome would cost every join O(members).
 pub const WELCOME_MEMBERS: usize = 100;
 /// Longest `members` page.
 pub const MAX_MEMBERS_PAGE: u32 = 500;
-
-/// Messages kept in memory for resume and `history`, at least.
-pub const MIN_KEPT: usize = 1000;
-/// Messages waiting to be stored before `say` is refused: the buffer that
-/// carries a room through a master restart or a store outage.
-pub use chat_shared::ipc::MAX_UNCONFIRMED;
-
-/// An ack waiting for its message to be stored.
-#[derive(Debug)]
-pub struct PendingAck {
-    pub seq: u64,
-    pub out: Arc<Outbound>,
-    pub client_id: Option<String>,
-}
-
-/// A `history` request waiting for the store.
-#[derive(Debug)]
-pub struct PendingHistory {
-    pub out: Arc<Outbound>,
-    /// The part served from memory (newer than what the store returns).
-    pub memory: Vec<ChatMessage>,
-}
-
-/// One WebSocket connection of a member.
-#[derive(Debug)]
-pub struct Conn {
-    pub id: u64,
-    pub user_id: String,
-    pub out: Arc<Outbound>,
-    /// Pings sent without any frame received since.
-    pub missed_pings: AtomicU32,
-    pub bucket: Bucket,
-    pub strikes: Bucket,
-}
-
-/// A member: one user with one or more connections.
-#[derive(Debug)]
-pub struct User {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub conns: Vec<Arc<Conn>>,
-    pub last_typing: Option<Instant>,
-    pub bucket: Bucket,
-}
-
-impl User {
-    pub fn user_ref(&self) -> UserRef {
-        UserRef {
-            id: self.id.clone(),
-            name: self.name.clone(),
-        }
-    }
-
-    pub fn member(&self) -> Member {
-        Member {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-            connections: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
-        }
-    }
-}
 
 /// Where a reconnecting client left off (`?since=&epoch=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +41,8 @@ pub struct Room {
     pub settings: RoomSettings,
     pub epoch: u64,
     pub seq: u64,
-    pub history: VecDeque<ChatMessage>,
-    pub users: HashMap<String, User>,
+    pub history: History,
+    pub users: Members,
     /// Users banned from this room, with the reason.
     pub bans: HashMap<String, String>,
     /// Muted users and until when; kept across their reconnects.
@@ -111,18 +51,16 @@ pub struct Room {
     pub last_say: HashMap<String, Instant>,
     pub closing: bool,
     next_conn: u64,
-    /// Messages not yet confirmed stored, oldest first.
-    pub unconfirmed: VecDeque<StoredMessage>,
-    /// Highest seq handed to the current master link.
-    pub sent_seq: u64,
-    /// Highest seq the master confirmed stored.
-    pub durable_seq: u64,
-    pub acks: VecDeque<PendingAck>,
+    /// Messages not yet confirmed stored, and their acks.
+    pub outbox: Outbox,
     pub reference: Reference,
+    /// Set once the room asked the master for the full reference data.
+    reference_resync: bool,
     pub user_names: HashMap<String, String>,
     pub filters: Filters,
-    pub history_queries: HashMap<u64, PendingHistory>,
-    next_query: u64,
+    pub history_queries: Queries,
+    /// Whether a master link is up (store queries are possible).
+    pub linked: bool,
     /// Messages for the master (stored messages travel separately).
     pub to_master: Option<tokio::sync::mpsc::UnboundedSender<WorkerMsg>>,
     /// Wakes the master link to send new messages at once.
@@ -147,20 +85,6 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
     }
 }
 
-/// A stored message as clients see it (a deleted one without its text).
-fn chat_message(m: StoredMessage) -> ChatMessage {
-    ChatMessage {
-        seq: m.seq,
-        from: UserRef {
-            id: m.user_id,
-            name: m.name,
-        },
-        text: if m.deleted { String::new() } else { m.text },
-        ts: m.ts,
-        deleted: m.deleted,
-    }
-}
-
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -170,24 +94,23 @@ pub fn now_ms() -> u64 {
 
 impl Room {
     pub fn new(name: String, settings: RoomSettings, epoch: u64, seq: u64) -> Self {
+        let history = History::new(settings.history_size as usize);
         Self {
             name,
             settings,
             epoch,
             seq,
-            unconfirmed: VecDeque::new(),
-            sent_seq: seq,
-            durable_seq: seq,
-            acks: VecDeque::new(),
+            outbox: Outbox::new(seq),
             reference: Reference::default(),
+            reference_resync: false,
             user_names: HashMap::new(),
             filters: Filters::default(),
-            history_queries: HashMap::new(),
-            next_query: 0,
+            history_queries: Queries::default(),
+            linked: false,
             to_master: None,
             flush: Arc::new(tokio::sync::Notify::new()),
-            history: VecDeque::new(),
-            users: HashMap::new(),
+            history,
+            users: Members::default(),
             bans: HashMap::new(),
             mutes: HashMap::new(),
             last_say: HashMap::new(),
@@ -198,10 +121,6 @@ impl Room {
             fanout: Default::default(),
             plain: HashMap::new(),
         }
-    }
-
-    fn kept(&self) -> usize {
-        MIN_KEPT.max(self.settings.history_size as usize)
     }
 
     /// Queues a frame on one connection.
@@ -262,16 +181,7 @@ impl Room {
     /// A page of members ordered by (name, id), after the member `after`;
     /// and whether more follow.
     pub fn members_page(&self, after: Option<&str>, limit: usize) -> (Vec<Member>, bool) {
-        let key = |u: &User| (u.name.clone(), u.id.clone());
-        let from = after.and_then(|id| self.users.get(id)).map(key);
-        let mut m: Vec<&User> = self
-            .users
-            .values()
-            .filter(|u| from.as_ref().is_none_or(|f| key(u) > *f))
-            .collect();
-        m.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        let more = m.len() > limit;
-        (m.into_iter().take(limit).map(User::member).collect(), more)
+        self.users.page(after, limit)
     }
 
     /// Adds a connection: checks bans and capacity, sends `welcome` (and the
@@ -309,17 +219,8 @@ impl Room {
             bucket: Bucket::connection(),
             strikes: Bucket::strikes(),
         });
-        let user = self.users.entry(who.id.clone()).or_insert_with(|| User {
-            id: who.id.clone(),
-            name: who.name.clone(),
-            role: who.role,
-            conns: Vec::new(),
-            last_typing: None,
-            bucket: Bucket::user(),
-        });
         // The latest connection's name and role win.
-        user.name = who.name;
-        user.role = who.role;
+        let user = self.users.upsert(&who.id, &who.name, who.role);
         user.conns.push(conn.clone());
         let me = user.member();
 
@@ -439,7 +340,7 @@ impl Room {
             ts: now_ms(),
             deleted: false,
         };
-        self.unconfirmed.push_back(StoredMessage {
+        self.outbox.push(StoredMessage {
             epoch: self.epoch,
             seq: msg.seq,
             user_id: msg.from.id.clone(),
@@ -448,68 +349,68 @@ impl Room {
             ts: msg.ts,
             deleted: false,
         });
-        self.history.push_back(msg.clone());
-        while self.history.len() > self.kept() {
-            self.history.pop_front();
-        }
+        self.history.push(msg.clone());
         msg
     }
 
     /// Fills the in-memory history with the store's latest messages (a
     /// restarted room serves resumes and history from memory again).
     pub fn load_recent(&mut self, recent: Vec<StoredMessage>) {
-        let seq = self.seq;
-        self.history.extend(
-            recent
-                .into_iter()
-                .filter(|m| m.seq <= seq)
-                .map(chat_message),
-        );
-        while self.history.len() > self.kept() {
-            self.history.pop_front();
-        }
+        self.history.load(recent, self.seq);
     }
 
-    /// Messages not yet handed to the current master link.
-    pub fn take_unsent(&mut self) -> Vec<StoredMessage> {
-        let from = self.sent_seq;
-        let batch: Vec<StoredMessage> = self
-            .unconfirmed
-            .iter()
-            .filter(|m| m.seq > from)
-            .cloned()
-            .collect();
-        if let Some(last) = batch.last() {
-            self.sent_seq = last.seq;
-        }
-        batch
+    /// The next batch of messages for the master link (see [`Outbox`]).
+    pub fn next_batch(&mut self) -> Option<Vec<StoredMessage>> {
+        self.outbox.next_batch()
     }
 
     /// A new master link: everything unconfirmed is sent again.
     pub fn relink(&mut self) {
-        self.sent_seq = self.durable_seq;
+        self.linked = true;
+        self.outbox.relink();
     }
 
-    /// The master stored every message up to `seq`: acknowledge them.
+    /// The master link is down: the store's answers to pending `history`
+    /// requests are lost, and new ones are refused until it is back.
+    pub fn unlink(&mut self) {
+        self.linked = false;
+        for p in self.history_queries.drain() {
+            self.history_unavailable(&p, "the master is unreachable");
+        }
+    }
+
+    /// Answers the `history` requests the store did not answer in time.
+    pub fn expire_queries(&mut self) {
+        for p in self.history_queries.expired(Instant::now()) {
+            self.history_unavailable(&p, "the store did not answer in time");
+        }
+    }
+
+    fn history_unavailable(&mut self, p: &PendingHistory, why: &str) {
+        let bytes = encode(&ServerMsg::Error {
+            code: code::UNAVAILABLE.into(),
+            message: format!("history is unavailable: {why}"),
+            retry_after_ms: Some(1000),
+        });
+        if p.out.send(&bytes) {
+            self.messages_out += 1;
+        }
+    }
+
+    /// The master stored every message up to `seq`: acknowledge them, and
+    /// wake the link for what the confirmation lets through.
     pub fn confirm(&mut self, seq: u64) {
-        if seq <= self.durable_seq {
-            return;
-        }
-        self.durable_seq = seq;
-        self.sent_seq = self.sent_seq.max(seq);
-        while self.unconfirmed.front().is_some_and(|m| m.seq <= seq) {
-            self.unconfirmed.pop_front();
-        }
-        while self.acks.front().is_some_and(|a| a.seq <= seq) {
-            if let Some(a) = self.acks.pop_front() {
-                let ack = encode(&ServerMsg::Ack {
-                    client_id: a.client_id,
-                    seq: a.seq,
-                });
-                if a.out.send(&ack) {
-                    self.messages_out += 1;
-                }
+        for a in self.outbox.confirm(seq) {
+            let ack = encode(&ServerMsg::Ack {
+                client_id: a.client_id,
+                seq: a.seq,
+            });
+            if a.out.send(&ack) {
+                self.messages_out += 1;
             }
+        }
+        if self.outbox.has_unsent() {
+            self.flush.notify_one();
         }
     }
 
@@ -561,11 +462,21 @@ impl Room {
         before: u64,
         limit: u32,
     ) {
-        self.next_query += 1;
-        let id = self.next_query;
-        self.history_queries
-            .insert(id, PendingHistory { out, memory });
-        self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
+        let refused = if !self.linked {
+            "the master is unreachable"
+        } else if let Some(id) = self.history_queries.register(out.clone(), memory) {
+            return self.tell_master(WorkerMsg::HistoryQuery { id, before, limit });
+        } else {
+            "too many history requests are waiting"
+        };
+        let bytes = encode(&ServerMsg::Error {
+            code: code::UNAVAILABLE.into(),
+            message: format!("history is unavailable: {refused}"),
+            retry_after_ms: Some(1000),
+        });
+        if out.send(&bytes) {
+            self.messages_out += 1;
+        }
     }
 
     /// The store's answer to a history request.
@@ -576,7 +487,7 @@ impl Room {
         more: bool,
         error: Option<String>,
     ) {
-        let Some(p) = self.history_queries.remove(&id) else {
+        let Some(p) = self.history_queries.take(id) else {
             return;
         };
         let bytes = match error {
@@ -588,7 +499,10 @@ impl Room {
                 seq: None,
             }),
             None => {
-                let mut messages: Vec<ChatMessage> = stored.into_iter().map(chat_message).collect();
+                let mut messages: Vec<ChatMessage> = stored
+                    .into_iter()
+                    .map(crate::history::chat_message)
+                    .collect();
                 messages.extend(p.memory);
                 encode(&ServerMsg::History { messages, more })
             }
@@ -611,14 +525,39 @@ impl Room {
             .map(|b| b.reason.clone().unwrap_or_else(|| "banned".into()))
     }
 
-    /// New reference data: names, filters, and bans that remove users.
+    /// New reference data (the whole of it, whatever its version): names,
+    /// filters, and bans that remove users.
     pub fn apply_reference(&mut self, reference: Reference) {
-        if reference.version < self.reference.version {
-            return;
-        }
-        self.filters = Filters::new(&reference.filters);
-        self.user_names = reference.users.iter().cloned().collect();
         self.reference = reference;
+        self.reference_resync = false;
+        self.reference_changed(true);
+    }
+
+    /// A change of the reference data (or one chunk of it). When it does not
+    /// apply to this room's version, asks the master for the full data once.
+    pub fn apply_reference_delta(&mut self, d: &ReferenceDelta) -> Option<WorkerMsg> {
+        if !chat_shared::chunks::apply(&mut self.reference, d) {
+            if self.reference_resync {
+                return None;
+            }
+            tracing::info!(room = %self.name, have = self.reference.version, base = ?d.base, "reference data out of step; asking for all of it");
+            self.reference_resync = true;
+            return Some(WorkerMsg::ReferenceWanted {
+                have: self.reference.version,
+            });
+        }
+        if d.base.is_none() {
+            self.reference_resync = false;
+        }
+        self.reference_changed(d.filters.is_some());
+        None
+    }
+
+    fn reference_changed(&mut self, filters: bool) {
+        if filters {
+            self.filters = Filters::new(&self.reference.filters);
+        }
+        self.user_names = self.reference.users.iter().cloned().collect();
         let banned: Vec<(String, String)> = self
             .users
             .keys()
@@ -673,14 +612,14 @@ impl Room {
             messages_out: self.messages_out,
             epoch: self.epoch,
             seq: self.seq,
-            pending_writes: u32::try_from(self.unconfirmed.len()).unwrap_or(u32::MAX),
+            pending_writes: u32::try_from(self.outbox.len()).unwrap_or(u32::MAX),
             fanout: self.fanout,
         }
     }
 
     /// Messages waiting for the store.
     pub fn pending_writes(&self) -> usize {
-        self.unconfirmed.len()
+        self.outbox.len()
     }
 
     /// Adds a shootout-mode connection.

@@ -32,6 +32,18 @@ pub async fn heartbeat(worker: Arc<Worker>) {
     }
 }
 
+/// Answers, every second, the `history` requests the store did not answer
+/// in time (see `history.rs`).
+pub async fn expire_queries(worker: Arc<Worker>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = worker.shutdown.cancelled() => return,
+            _ = tick.tick() => worker.room().expire_queries(),
+        }
+    }
+}
+
 /// Warnings sent ahead of a time limit, in seconds before the end.
 const WARNINGS: &[u64] = &[600, 300, 60, 10, 1];
 
