@@ -186,6 +186,29 @@ impl Outbox {
         self.in_flight = 0;
     }
 
+    /// The master will never store these messages: drops them and returns
+    /// their acks (their senders are told instead). The `Durable` that
+    /// follows moves the watermark past them.
+    pub fn fail(&mut self, seqs: &[u64]) -> Vec<PendingAck> {
+        let (sent, mut bytes, mut in_flight) = (self.sent, self.bytes, self.in_flight);
+        self.unconfirmed.retain(|e| {
+            if !seqs.contains(&e.msg.seq) {
+                return true;
+            }
+            bytes -= e.size;
+            if e.msg.seq <= sent {
+                in_flight = in_flight.saturating_sub(e.size);
+            }
+            false
+        });
+        (self.bytes, self.in_flight) = (bytes, in_flight);
+        let (failed, kept) = std::mem::take(&mut self.acks)
+            .into_iter()
+            .partition(|a| seqs.contains(&a.seq));
+        self.acks = kept;
+        failed.into()
+    }
+
     /// The master stored every message up to `seq`: drops them and returns
     /// the acks that can go out now, in order.
     pub fn confirm(&mut self, seq: u64) -> Vec<PendingAck> {
@@ -234,6 +257,22 @@ mod tests {
             max_messages: 100,
             max_bytes: 100_000,
         }
+    }
+
+    #[test]
+    fn failed_messages_leave_and_free_their_bytes() {
+        let mut o = Outbox::with_caps(0, caps());
+        for seq in 1..=3 {
+            o.push(msg(seq, 100));
+        }
+        let sent = o.next_batch().map(|b| seqs(&b));
+        assert_eq!(sent, Some(vec![1, 2, 3]));
+        let before = (o.bytes, o.in_flight);
+        assert_eq!(o.fail(&[2]).len(), 0, "no ack was registered for 2");
+        assert_eq!(o.len(), 2);
+        assert!(o.bytes < before.0 && o.in_flight < before.1);
+        o.confirm(3);
+        assert_eq!((o.len(), o.bytes, o.in_flight), (0, 0, 0));
     }
 
     fn seqs(b: &[StoredMessage]) -> Vec<u64> {

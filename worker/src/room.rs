@@ -391,6 +391,8 @@ impl Room {
             code: code::UNAVAILABLE.into(),
             message: format!("history is unavailable: {why}"),
             retry_after_ms: Some(1000),
+            client_id: None,
+            seq: None,
         });
         if p.out.send(&bytes) {
             self.messages_out += 1;
@@ -420,14 +422,8 @@ impl Room {
     /// They leave the in-memory history too (resumes and `history` agree
     /// with the store).
     pub fn fail(&mut self, seqs: &[u64], code: &str) {
-        self.unconfirmed.retain(|m| !seqs.contains(&m.seq));
         self.history.retain(|m| !seqs.contains(&m.seq));
-        let (failed, kept): (VecDeque<PendingAck>, VecDeque<PendingAck>) =
-            std::mem::take(&mut self.acks)
-                .into_iter()
-                .partition(|a| seqs.contains(&a.seq));
-        self.acks = kept;
-        for a in failed {
+        for a in self.outbox.fail(seqs) {
             tracing::warn!(room = %self.name, seq = a.seq, code, "a message will not be stored; its sender is told");
             let message = if code == chat_shared::protocol::code::CONFLICT {
                 "another message is stored at this seq; this one is not stored"
@@ -473,6 +469,8 @@ impl Room {
             code: code::UNAVAILABLE.into(),
             message: format!("history is unavailable: {refused}"),
             retry_after_ms: Some(1000),
+            client_id: None,
+            seq: None,
         });
         if out.send(&bytes) {
             self.messages_out += 1;
