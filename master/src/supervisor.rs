@@ -42,11 +42,9 @@ const BIND_ATTEMPTS: usize = 8;
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 /// Longest pause before a restart.
 const MAX_RESTART_DELAY: Duration = Duration::from_millis(500);
-/// Time a create waits for a stopping room of the same name to end.
-const STOP_WAIT: Duration = Duration::from_secs(15);
 /// Time a worker asked to stop gets beyond the shutdown grace before it is
-/// sent SIGKILL.
-const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
+/// sent SIGTERM, and then again before SIGKILL.
+const STOP_KILL_AFTER: Duration = Duration::from_secs(2);
 
 /// What the room supervisors need of the master, and nothing else: the
 /// registry, the events they publish, the store and the writer (for where a
@@ -86,7 +84,9 @@ pub enum Created {
 /// stopping room of the same name waits for it to end, then creates a fresh
 /// one.
 pub async fn create(sup: &Sup, name: &str, settings: RoomSettings) -> Created {
-    let deadline = tokio::time::Instant::now() + STOP_WAIT + START_TIMEOUT;
+    // A stopping worker is gone by then: killed if it did not exit.
+    let stop_wait = sup.shutdown_grace + STOP_KILL_AFTER * 3;
+    let deadline = tokio::time::Instant::now() + stop_wait + START_TIMEOUT;
     loop {
         let (entry, fresh) = match sup.registry.reserve(name, settings.clone()) {
             Ok(x) => x,
@@ -106,7 +106,7 @@ pub async fn create(sup: &Sup, name: &str, settings: RoomSettings) -> Created {
             Lifecycle::Stopping | Lifecycle::Stopped => {
                 // The old room is ending: once it is gone, the name is free.
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if !entry.life.over(left.min(STOP_WAIT)).await.is_final() {
+                if !entry.life.over(left.min(stop_wait)).await.is_final() {
                     return Created::Failed(
                         "a room of this name is still shutting down; try again".into(),
                     );
