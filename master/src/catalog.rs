@@ -109,7 +109,7 @@ pub async fn reconcile(master: Shared) {
         {
             Some(entry) => {
                 tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
-                crate::supervisor::start(&master, entry, None);
+                crate::supervisor::start(&master.supervisor, entry, None);
             }
             None => {
                 tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)")

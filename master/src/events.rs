@@ -106,3 +106,70 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chat_shared::settings::RoomSettings;
+
+    use super::*;
+    use crate::registry::Origin;
+
+    fn room(name: &str) -> Arc<RoomEntry> {
+        Arc::new(RoomEntry::new(
+            name.to_owned(),
+            RoomSettings::default(),
+            4000,
+            0,
+            Origin::Created,
+        ))
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_events_in_order() {
+        let events = Events::new(TaskTracker::new());
+        let mut a = events.subscribe();
+        let mut b = events.subscribe();
+        let r = room("lobby");
+        events.publish(&r, EventKind::Spawned { pid: 7 });
+        events.publish(&r, EventKind::Stopped);
+        for sub in [&mut a, &mut b] {
+            let first = sub.next().await.map(|e| (e.room.name.clone(), e.kind));
+            assert_eq!(first, Some(("lobby".into(), EventKind::Spawned { pid: 7 })));
+            assert_eq!(sub.next().await.map(|e| e.kind), Some(EventKind::Stopped));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unread_event_keeps_the_tracker_busy() {
+        let tracker = TaskTracker::new();
+        let events = Events::new(tracker.clone());
+        let mut sub = events.subscribe();
+        events.publish(&room("a"), EventKind::Stopped);
+        tracker.close();
+        let waited = tokio::time::timeout(Duration::from_millis(50), tracker.wait()).await;
+        assert!(
+            waited.is_err(),
+            "the tracker went idle with an event unread"
+        );
+        let e = sub.next().await;
+        assert!(e.is_some());
+        drop(e);
+        let waited = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        assert!(
+            waited.is_ok(),
+            "the tracker stayed busy after the event was read"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_subscribers_nothing_is_held() {
+        let tracker = TaskTracker::new();
+        let events = Events::new(tracker.clone());
+        events.publish(&room("a"), EventKind::Stopped);
+        tracker.close();
+        let waited = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        assert!(waited.is_ok());
+    }
+}

@@ -188,7 +188,7 @@ fn find_room(master: &Shared, hello: &Hello) -> Option<Arc<RoomEntry>> {
     // Its messages up to hello.seq may or may not be stored; the room resends
     // what was not confirmed, and a restart continues after hello.seq.
     e.stats_seq_hint(hello.epoch, hello.seq);
-    crate::supervisor::start(master, e.clone(), Some(hello.pid));
+    crate::supervisor::start(&master.supervisor, e.clone(), Some(hello.pid));
     Some(e)
 }
 

@@ -101,18 +101,36 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .context("cannot open the store")?;
     tracing::info!(store = store.kind(), "store opened");
     let (writer, writes) = writer::Writer::new();
+    let writer = Arc::new(writer);
     let shutdown = CancellationToken::new();
     let supervisors = TaskTracker::new();
+    let events = events::Events::new(supervisors.clone());
+    let registry = Arc::new(Registry::new(&cfg));
+    let socket = run_dir.socket();
+    let supervisor = Arc::new(supervisor::Supervisor {
+        registry: registry.clone(),
+        events: events.clone(),
+        store: store.clone(),
+        writer: writer.clone(),
+        tasks: supervisors.clone(),
+        shutdown: shutdown.clone(),
+        worker_bin,
+        socket: socket.clone(),
+        room_bind: cfg.room_bind,
+        max_restarts: cfg.max_restarts,
+        restart_window: cfg.restart_window,
+        shutdown_grace: cfg.shutdown_grace,
+    });
     let master = Arc::new(Master {
-        events: events::Events::new(supervisors.clone()),
+        events,
+        supervisor,
         store,
         store_ok: std::sync::atomic::AtomicBool::new(false),
         cache: cache::Cache::new(),
         writer,
-        registry: Registry::new(&cfg),
+        registry,
         keys,
-        worker_bin,
-        socket: run_dir.socket(),
+        socket,
         hostname,
         started: Instant::now(),
         started_at: chrono::Utc::now(),

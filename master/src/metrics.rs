@@ -9,7 +9,18 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::events::{EventKind, Subscription};
 use crate::lifecycle::Lifecycle;
-use crate::state::Master;
+use crate::registry::Registry;
+
+/// The host's gauges that do not come from the registry, read by the caller
+/// at scrape time (metrics know the registry, not the whole master).
+pub struct HostGauges {
+    pub uptime_secs: f64,
+    pub cache_version: u64,
+    /// Seconds since the cache was loaded; `None` before the first load.
+    pub cache_age_secs: Option<f64>,
+    pub pending_writes: usize,
+    pub store_up: bool,
+}
 
 /// The master's metrics.
 pub struct Metrics {
@@ -70,8 +81,8 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges refreshed now.
-    pub fn render(&self, master: &Master) -> String {
-        let rooms = master.registry.all();
+    pub fn render(&self, registry: &Registry, host: &HostGauges) -> String {
+        let rooms = registry.all();
         let mut by_state = [0u64; 5];
         let (mut members, mut connections) = (0u64, 0u64);
         for r in &rooms {
@@ -93,24 +104,15 @@ impl Metrics {
         {
             gauge!("chat_rooms", "state" => *state).set(n as f64);
         }
-        gauge!("chat_room_capacity").set(master.registry.capacity() as f64);
+        gauge!("chat_room_capacity").set(registry.capacity() as f64);
         gauge!("chat_members").set(members as f64);
         gauge!("chat_connections").set(connections as f64);
-        gauge!("chat_accepting_rooms").set(if master.registry.accepting() {
-            1.0
-        } else {
-            0.0
-        });
-        gauge!("chat_uptime_seconds").set(master.started.elapsed().as_secs_f64());
-        let cache = master.cache.info();
-        gauge!("chat_cache_version").set(cache.version as f64);
-        gauge!("chat_cache_age_seconds").set(cache.age_secs.unwrap_or(-1.0));
-        gauge!("chat_store_pending_writes").set(master.writer.pending() as f64);
-        gauge!("chat_store_up").set(if master.store_ever_reached() {
-            1.0
-        } else {
-            0.0
-        });
+        gauge!("chat_accepting_rooms").set(if registry.accepting() { 1.0 } else { 0.0 });
+        gauge!("chat_uptime_seconds").set(host.uptime_secs);
+        gauge!("chat_cache_version").set(host.cache_version as f64);
+        gauge!("chat_cache_age_seconds").set(host.cache_age_secs.unwrap_or(-1.0));
+        gauge!("chat_store_pending_writes").set(host.pending_writes as f64);
+        gauge!("chat_store_up").set(if host.store_up { 1.0 } else { 0.0 });
         let (cpu, rss) = process_usage();
         gauge!("process_cpu_seconds_total").set(cpu);
         gauge!("process_resident_memory_bytes").set(rss as f64);

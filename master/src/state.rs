@@ -18,14 +18,14 @@ use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RoomEntry};
 use crate::store::Store;
+use crate::supervisor::Sup;
 use crate::writer::Writer;
 
 /// The master.
 pub struct Master {
     pub cfg: Config,
     pub keys: Keys,
-    pub registry: Registry,
-    pub worker_bin: crate::worker_cmd::WorkerCmd,
+    pub registry: Arc<Registry>,
     pub socket: PathBuf,
     pub hostname: String,
     pub started: Instant,
@@ -47,9 +47,11 @@ pub struct Master {
     /// Set once the store answered at least once (readiness).
     pub store_ok: AtomicBool,
     pub cache: Cache,
-    pub writer: Writer,
+    pub writer: Arc<Writer>,
     /// The rooms' lifecycle events (published by the supervisors).
     pub events: Events,
+    /// The room supervisors' handle (what they need of this master).
+    pub supervisor: Sup,
 }
 
 impl Master {

@@ -10,6 +10,8 @@
 //! metrics.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,11 +24,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::events::EventKind;
+use crate::events::{EventKind, Events};
 use crate::lifecycle::Lifecycle;
-use crate::registry::{Origin, Refused, RoomEntry};
+use crate::registry::{Origin, Refused, Registry, RoomEntry};
 use crate::state::Shared;
+use crate::store::Store;
+use crate::writer::Writer;
 
 /// Time a worker gets to connect, bind its port and say it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -36,11 +42,33 @@ const BIND_ATTEMPTS: usize = 8;
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 /// Longest pause before a restart.
 const MAX_RESTART_DELAY: Duration = Duration::from_millis(500);
-/// Time a create waits for a stopping room of the same name to end.
-const STOP_WAIT: Duration = Duration::from_secs(15);
 /// Time a worker asked to stop gets beyond the shutdown grace before it is
-/// sent SIGKILL.
-const STOP_KILL_AFTER: Duration = Duration::from_secs(5);
+/// sent SIGTERM, and then again before SIGKILL.
+const STOP_KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// What the room supervisors need of the master, and nothing else: the
+/// registry, the events they publish, the store and the writer (for where a
+/// room's history continues), the worker's spawn recipe and the restart
+/// budget.
+pub struct Supervisor {
+    pub registry: Arc<Registry>,
+    pub events: Events,
+    pub store: Arc<dyn Store>,
+    pub writer: Arc<Writer>,
+    /// Supervisor tasks (and what they start), awaited at shutdown.
+    pub tasks: TaskTracker,
+    /// Cancelled when the whole server shuts down.
+    pub shutdown: CancellationToken,
+    pub worker_bin: crate::worker_cmd::WorkerCmd,
+    pub socket: PathBuf,
+    pub room_bind: IpAddr,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The handle every supervisor task holds.
+pub type Sup = Arc<Supervisor>;
 
 /// The outcome of a create.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,15 +83,17 @@ pub enum Created {
 /// only the port of a running worker is ever answered. A create that meets a
 /// stopping room of the same name waits for it to end, then creates a fresh
 /// one.
-pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Created {
-    let deadline = tokio::time::Instant::now() + STOP_WAIT + START_TIMEOUT;
+pub async fn create(sup: &Sup, name: &str, settings: RoomSettings) -> Created {
+    // A stopping worker is gone by then: killed if it did not exit.
+    let stop_wait = sup.shutdown_grace + STOP_KILL_AFTER * 3;
+    let deadline = tokio::time::Instant::now() + stop_wait + START_TIMEOUT;
     loop {
-        let (entry, fresh) = match master.registry.reserve(name, settings.clone()) {
+        let (entry, fresh) = match sup.registry.reserve(name, settings.clone()) {
             Ok(x) => x,
             Err(Refused::NoCapacity) => return Created::NoCapacity,
         };
         if fresh {
-            start(master, entry.clone(), None);
+            start(sup, entry.clone(), None);
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match entry.life.settled(left.min(START_TIMEOUT)).await {
@@ -76,7 +106,7 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
             Lifecycle::Stopping | Lifecycle::Stopped => {
                 // The old room is ending: once it is gone, the name is free.
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if !entry.life.over(left.min(STOP_WAIT)).await.is_final() {
+                if !entry.life.over(left.min(stop_wait)).await.is_final() {
                     return Created::Failed(
                         "a room of this name is still shutting down; try again".into(),
                     );
@@ -92,23 +122,22 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
 
 /// Starts the supervisor of a room; `adopted` is the pid of a running
 /// worker this master did not spawn.
-pub fn start(master: &Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
-    let m = master.clone();
-    master
-        .supervisors
-        .spawn(async move { supervise(m, entry, adopted).await });
+pub fn start(sup: &Sup, entry: Arc<RoomEntry>, adopted: Option<u32>) {
+    let s = sup.clone();
+    sup.tasks
+        .spawn(async move { supervise(s, entry, adopted).await });
 }
 
-fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
-    let mut cmd = master.worker_bin.command();
+fn spawn_worker(sup: &Sup, entry: &RoomEntry) -> std::io::Result<Child> {
+    let mut cmd = sup.worker_bin.command();
     cmd.arg("--room")
         .arg(&entry.name)
         .arg("--port")
         .arg(entry.port().to_string())
         .arg("--master-socket")
-        .arg(&master.socket)
+        .arg(&sup.socket)
         .arg("--bind")
-        .arg(master.cfg.room_bind.to_string())
+        .arg(sup.room_bind.to_string())
         // Workers need none of the master's secrets from the environment;
         // what they need comes over IPC.
         .env_remove("KEY")
@@ -189,11 +218,11 @@ async fn wait_adopted(pid: u32) -> Exit {
 }
 
 /// Owns one room's worker until the room ends or fails.
-async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
+async fn supervise(sup: Sup, entry: Arc<RoomEntry>, adopted: Option<u32>) {
     let room = entry.name.clone();
-    let events = &master.events;
-    let budget = master.cfg.max_restarts;
-    let window = master.cfg.restart_window;
+    let events = &sup.events;
+    let budget = sup.max_restarts;
+    let window = sup.restart_window;
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut bind_attempts = 0;
     // Whether a worker of this room ever listened: one that dies before
@@ -215,12 +244,12 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             None => {
                 if !entry.life.spawning() {
                     // Asked to stop before its worker was spawned.
-                    return stopped(&master, &entry);
+                    return stopped(&sup, &entry);
                 }
-                if let Err(e) = prepare(&master, &entry, served).await {
-                    return fail(&master, &entry, e, served);
+                if let Err(e) = prepare(&sup, &entry, served).await {
+                    return fail(&sup, &entry, e, served);
                 }
-                match spawn_worker(&master, &entry) {
+                match spawn_worker(&sup, &entry) {
                     Ok(c) => {
                         let pid = c.id().unwrap_or(0);
                         entry.pid.store(pid, Ordering::Release);
@@ -229,9 +258,9 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
                         Proc::Child(c)
                     }
                     Err(e) => {
-                        tracing::error!(%room, error = %e, bin = %master.worker_bin, "cannot spawn the room worker");
+                        tracing::error!(%room, error = %e, bin = %sup.worker_bin, "cannot spawn the room worker");
                         return fail(
-                            &master,
+                            &sup,
                             &entry,
                             format!("cannot spawn the room worker: {e}"),
                             served,
@@ -241,18 +270,18 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             }
         };
         let pid = entry.pid();
-        let exit = watch_worker(&master, &entry, &mut proc, &mut served).await;
+        let exit = watch_worker(&sup, &entry, &mut proc, &mut served).await;
         // The next worker's hello may come before its pid is recorded: it
         // must not be refused for the dead one's pid.
         entry.pid.store(0, Ordering::Release);
         let state = entry.state();
         // Asked to stop, or ended by itself (a clean exit): the room is over.
         if state == Lifecycle::Stopping
-            || master.shutdown.is_cancelled()
+            || sup.shutdown.is_cancelled()
             || (exit.success && matches!(state, Lifecycle::Running { .. }))
         {
             tracing::info!(%room, pid, status = %exit.what, "room worker exited");
-            return stopped(&master, &entry);
+            return stopped(&sup, &entry);
         }
         match state {
             Lifecycle::Restarting => {
@@ -261,18 +290,13 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
             }
             Lifecycle::PortTaken => {
                 bind_attempts += 1;
-                match master.registry.repick_port(&entry) {
+                match sup.registry.repick_port(&entry) {
                     Some(port) if bind_attempts < BIND_ATTEMPTS => {
                         tracing::warn!(%room, port, "port was taken; retrying on another");
                         continue;
                     }
                     _ => {
-                        return fail(
-                            &master,
-                            &entry,
-                            "no free port could be bound".into(),
-                            served,
-                        );
+                        return fail(&sup, &entry, "no free port could be bound".into(), served);
                     }
                 }
             }
@@ -280,7 +304,7 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         }
         if !served {
             return fail(
-                &master,
+                &sup,
                 &entry,
                 format!("the room worker exited while starting ({})", exit.what),
                 served,
@@ -305,7 +329,7 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         if crashes.len() > budget as usize {
             tracing::error!(%room, pid, status = %exit.what, crashes = crashes.len(), "room crashed too often; giving up");
             return fail(
-                &master,
+                &sup,
                 &entry,
                 format!(
                     "crashed {} times in {}s; restart budget exhausted",
@@ -317,14 +341,14 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
         }
         if !entry.life.crashed() {
             // Stopped meanwhile.
-            return stopped(&master, &entry);
+            return stopped(&sup, &entry);
         }
         let restarts = entry.restarts.fetch_add(1, Ordering::AcqRel) + 1;
         events.publish(&entry, EventKind::Restarting { restarts });
         tracing::warn!(%room, pid, status = %exit.what, restarts, "room worker died; restarting it on the same port");
         let delay = Duration::from_millis(25 << crashes.len().min(5)).min(MAX_RESTART_DELAY);
         tokio::select! {
-            _ = master.shutdown.cancelled() => return stopped(&master, &entry),
+            _ = sup.shutdown.cancelled() => return stopped(&sup, &entry),
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -334,7 +358,7 @@ async fn supervise(master: Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) 
 /// (the worker listens) and makes sure a worker asked to stop does stop:
 /// SIGTERM, then SIGKILL, if it is still there after the grace period.
 async fn watch_worker(
-    master: &Shared,
+    sup: &Sup,
     entry: &Arc<RoomEntry>,
     proc: &mut Proc,
     served: &mut bool,
@@ -351,7 +375,7 @@ async fn watch_worker(
         match state {
             Lifecycle::Running { pid, port } if !announced => {
                 announced = true;
-                master.events.publish(
+                sup.events.publish(
                     entry,
                     EventKind::Ready {
                         pid,
@@ -363,7 +387,7 @@ async fn watch_worker(
             }
             Lifecycle::Stopping if stop_deadline.is_none() => {
                 stop_deadline =
-                    Some(tokio::time::Instant::now() + master.cfg.shutdown_grace + STOP_KILL_AFTER);
+                    Some(tokio::time::Instant::now() + sup.shutdown_grace + STOP_KILL_AFTER);
             }
             _ => {}
         }
@@ -394,10 +418,10 @@ async fn watch_worker(
 
 /// The room ended: it leaves the registry (its name and port are free) and
 /// then the `Stopped` state and event tell whoever waits.
-fn stopped(master: &Shared, entry: &Arc<RoomEntry>) {
-    master.registry.remove(entry);
+fn stopped(sup: &Sup, entry: &Arc<RoomEntry>) {
+    sup.registry.remove(entry);
     entry.life.stopped();
-    master.events.publish(entry, EventKind::Stopped);
+    sup.events.publish(entry, EventKind::Stopped);
 }
 
 /// Time allowed to learn where a room's history continues.
@@ -414,17 +438,17 @@ const RECENT: u32 = 1000;
 /// master received, in the same epoch unless the dead worker had numbered
 /// messages the master never got (then those are lost: new epoch, so that
 /// clients reload instead of resuming).
-async fn prepare(master: &Shared, entry: &RoomEntry, restart: bool) -> Result<(), String> {
+async fn prepare(sup: &Sup, entry: &RoomEntry, restart: bool) -> Result<(), String> {
     if restart {
         // Let what the dead worker sent reach the store first (this room's
         // messages only: other rooms' backlogs do not delay the restart).
         let received = entry.received_seq.load(Ordering::Acquire);
-        master
+        sup
             .writer
             .wait_handled(&entry.name, received, STORE_TIMEOUT)
             .await;
     }
-    let stored = tokio::time::timeout(STORE_TIMEOUT, master.store.last_seq(&entry.name))
+    let stored = tokio::time::timeout(STORE_TIMEOUT, sup.store.last_seq(&entry.name))
         .await
         .map_err(|_| "the store did not answer".to_owned())
         .and_then(|r| r.map_err(|e| e.to_string()));
@@ -477,7 +501,7 @@ async fn prepare(master: &Shared, entry: &RoomEntry, restart: bool) -> Result<()
     if seq > 0 {
         let recent = tokio::time::timeout(
             STORE_TIMEOUT,
-            master.store.history(&entry.name, seq + 1, RECENT),
+            sup.store.history(&entry.name, seq + 1, RECENT),
         )
         .await
         .ok()
@@ -496,12 +520,12 @@ async fn prepare(master: &Shared, entry: &RoomEntry, restart: bool) -> Result<()
 
 /// Marks a room failed: it stays listed (status `failed`, with the reason)
 /// but its port is free again.
-fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String, served: bool) {
+fn fail(sup: &Sup, entry: &Arc<RoomEntry>, reason: String, served: bool) {
     tracing::error!(room = %entry.name, %reason, "room failed");
     let port = entry.port();
-    master.registry.release(entry);
+    sup.registry.release(entry);
     entry.life.failed(reason.clone());
-    master.events.publish(
+    sup.events.publish(
         entry,
         EventKind::Failed {
             reason: reason.clone(),
@@ -510,7 +534,14 @@ fn fail(master: &Shared, entry: &Arc<RoomEntry>, reason: String, served: bool) {
     if served && port != 0 {
         // Its clients were cut off by the crash: tell the ones who come
         // back why, for a short while.
-        crate::tombstone::serve(master, port, &entry.name, &reason);
+        crate::tombstone::serve(
+            &sup.tasks,
+            sup.room_bind,
+            &sup.shutdown,
+            port,
+            &entry.name,
+            &reason,
+        );
     }
 }
 
@@ -572,27 +603,31 @@ pub fn alive(pid: u32) -> bool {
     chat_shared::procfs::alive(pid)
 }
 
-/// Shuts every room down: ask, wait up to the grace period, then kill.
+/// Shuts every room down (the server is stopping): rooms are told to refuse
+/// joins, then asked to stop; the supervisors are awaited up to the grace
+/// period, then what is left is killed.
 pub async fn shutdown_all(master: &Shared) {
     if master.registry.set_accepting(false, true) {
         master.push_snapshots();
     }
-    let rooms = master.registry.all();
+    stop_all(&master.supervisor).await;
+}
+
+/// Asks every room to stop, waits up to the grace period, then kills.
+async fn stop_all(sup: &Sup) {
+    let rooms = sup.registry.all();
     for r in &rooms {
         shutdown_room(r, "server shutting down");
     }
-    master.supervisors.close();
-    let grace = master.cfg.shutdown_grace;
-    if tokio::time::timeout(grace, master.supervisors.wait())
-        .await
-        .is_err()
-    {
+    sup.tasks.close();
+    let grace = sup.shutdown_grace;
+    if tokio::time::timeout(grace, sup.tasks.wait()).await.is_err() {
         for r in &rooms {
             if alive(r.pid()) {
                 tracing::warn!(room = %r.name, pid = r.pid(), "room did not stop in time; killing it");
                 signal(r.pid(), Signal::SIGKILL);
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), master.supervisors.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), sup.tasks.wait()).await;
     }
 }

@@ -5,7 +5,7 @@
 //! reason. After the notice the port is free (a new room that picks it
 //! meanwhile just binds another one).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,20 +16,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chat_shared::protocol::ServerMsg;
 use tokio::net::TcpListener;
-
-use crate::state::Shared;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a failed room's port tells clients why.
 pub const NOTICE: Duration = Duration::from_secs(10);
 /// Close code: the server met a condition it could not recover from.
 const INTERNAL_ERROR: u16 = 1011;
 
-/// Serves the notice on `port` (if it can be bound) for [`NOTICE`].
-pub fn serve(master: &Shared, port: u16, room: &str, reason: &str) {
-    let addr = SocketAddr::new(master.cfg.room_bind, port);
+/// Serves the notice on `bind:port` (if it can be bound) for [`NOTICE`], or
+/// until `stop`, as a task of `tasks`.
+pub fn serve(
+    tasks: &TaskTracker,
+    bind: IpAddr,
+    stop: &CancellationToken,
+    port: u16,
+    room: &str,
+    reason: &str,
+) {
+    let addr = SocketAddr::new(bind, port);
     let reason = format!("room {room} failed: {reason}");
-    let stop = master.shutdown.clone();
-    master.supervisors.spawn(async move {
+    let stop = stop.clone();
+    tasks.spawn(async move {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use chat_tests::{Client, Server, within};
+use chat_tests::procs::{pid_alive, signal};
+use chat_tests::{Client, Server, ServerOpts, within};
+use nix::sys::signal::Signal;
 
 /// Shuts a room down through the admin API and creates the same name at
 /// once, many times; every answer's port must take a WebSocket join.
@@ -82,4 +84,45 @@ async fn create_after_the_port_closed_starts_a_fresh_room() {
         },
     )
     .await;
+}
+
+/// A room whose worker hangs (stopped by SIGSTOP) when it is asked to shut
+/// down: the master kills it after the grace period, and a create of the
+/// same name meanwhile waits for that, then answers a fresh room's port.
+#[tokio::test]
+async fn create_after_a_hung_shutdown_waits_for_the_kill() {
+    let s = Server::start(ServerOpts::new().args(["--shutdown-grace", "1s"])).await;
+    let name = "stuck";
+    s.create_room(name).await;
+    let old_pid = s.room_pid(name).await;
+    signal(old_pid, Signal::SIGSTOP);
+    let r = s.shutdown_room(name).await;
+    assert_eq!(r.status, 202, "shutdown: {}", r.text);
+    // The create outlasts the harness client's timeout: a client of its own.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let r = http
+        .post(s.api_url(&format!("/api/v1/room/{name}")))
+        .header("X-API-Key", &s.key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create after a hung shutdown: {e}"));
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "create after a hung shutdown: {text}");
+    assert!(
+        !pid_alive(old_pid),
+        "the create answered while the hung worker {old_pid} was alive: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let port = body["data"]["port"].as_u64().unwrap_or(0) as u16;
+    assert!(port > 0, "no port: {text}");
+    let mut c = Client::try_connect(port, "name=fresh")
+        .await
+        .unwrap_or_else(|e| panic!("port {port} ({text}) refuses: {e}"));
+    let welcome = c.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_ne!(s.room_pid(name).await, old_pid);
 }

@@ -103,7 +103,15 @@ async fn readyz(State(master): State<Shared>) -> Response {
 }
 
 async fn metrics(State(master): State<Shared>) -> Response {
-    let body = master.metrics.render(&master);
+    let cache = master.cache.info();
+    let host = crate::metrics::HostGauges {
+        uptime_secs: master.started.elapsed().as_secs_f64(),
+        cache_version: cache.version,
+        cache_age_secs: cache.age_secs,
+        pending_writes: master.writer.pending(),
+        store_up: master.store_ever_reached(),
+    };
+    let body = master.metrics.render(&master.registry, &host);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -64,7 +64,7 @@ async fn create_room(
         Ok(s) => s,
         Err(e) => return message(StatusCode::BAD_REQUEST, e),
     };
-    match create(&master, &name, settings).await {
+    match create(&master.supervisor, &name, settings).await {
         Created::New(port) => created(&master, port, "Room created".into()),
         Created::Exists(port) => created(&master, port, format!("{name} already exists")),
         Created::NoCapacity => data(
