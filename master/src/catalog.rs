@@ -1,14 +1,23 @@
 //! The room catalog in the store: which rooms exist, on which port, with
 //! which settings. A master started after a crash respawns the catalog's
 //! rooms that have no live worker (running workers are adopted first).
+//!
+//! Owners: hosts that share a store give each room name one owner. A host
+//! claims a name (`owners`, unique on the name) before it starts the room
+//! and renews its lease (`--owner-lease`, 30 s) every third of it; a create
+//! on another host answers where the room is. When the owner dies and its
+//! lease ends, another host may claim the name: the room's history goes on
+//! there in a new epoch, after every seq the old owner could have used.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chat_shared::ipc::MasterMsg;
 use chat_shared::settings::RoomSettings;
 
-use crate::registry::RoomEntry;
+use crate::registry::{RoomEntry, RoomState};
 use crate::state::Shared;
-use crate::store::RoomRecord;
+use crate::store::{Claim, OwnerRecord, RoomRecord, StoreError};
 
 /// Time given to running workers to reconnect before the catalog is
 /// reconciled (their reconnection backoff tops out at 2 s).
@@ -53,16 +62,94 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
     });
 }
 
-/// Removes a room that ended on purpose from the catalog.
+/// Removes a room that ended on purpose from the catalog, and gives up
+/// this host's claim on its name.
 pub fn forget(master: &Shared, name: &str) {
     master.writer.forget(name);
     let m = master.clone();
+    let room = name.to_owned();
     let name = catalog_name(master, name);
     master.supervisors.spawn(async move {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }
+        if let Err(e) = m.store.release_owner(&room, &host_key(&m)).await {
+            tracing::warn!(room = %room, error = %e, "cannot give up the room's name (its lease will end)");
+        }
     });
+}
+
+/// This host's claim on `name` with its room on `port`.
+fn owner_claim(master: &Shared, name: &str, port: u16) -> OwnerRecord {
+    OwnerRecord {
+        name: name.to_owned(),
+        owner: host_key(master),
+        host: master
+            .cfg
+            .host
+            .clone()
+            .unwrap_or_else(|| master.hostname.clone()),
+        port,
+        url: master.cfg.room_url(port),
+        until_ms: crate::registry::now_ms()
+            .saturating_add(u64::try_from(master.cfg.owner_lease.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// Claims the room's name for this host before its worker starts. A
+/// takeover (the previous owner's lease ended) makes the room continue its
+/// history in a new epoch, past every seq the old owner could have used.
+pub async fn claim(master: &Shared, entry: &RoomEntry) -> Result<Claim, StoreError> {
+    let claim = owner_claim(master, &entry.name, entry.port());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        master.store.claim_owner(&claim, crate::registry::now_ms()),
+    )
+    .await
+    .map_err(|_| StoreError::Task("the store did not answer the claim in time".into()))??;
+    if outcome == (Claim::Claimed { taken_over: true }) {
+        tracing::warn!(room = %entry.name, "took over a room whose owner's lease ended: new epoch");
+        entry.from_catalog.store(true, Ordering::Release);
+    }
+    Ok(outcome)
+}
+
+/// Renews this host's claims every third of the lease. A room whose name
+/// another host now holds (this host was cut off past its lease) is shut
+/// down: two hosts never serve one room for longer than that.
+pub async fn renew_leases(master: Shared) {
+    let every = (master.cfg.owner_lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = master.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for entry in master.registry.all() {
+            if !matches!(entry.state(), RoomState::Ready | RoomState::Starting) || entry.port() == 0
+            {
+                continue;
+            }
+            let claim = owner_claim(&master, &entry.name, entry.port());
+            match master
+                .store
+                .claim_owner(&claim, crate::registry::now_ms())
+                .await
+            {
+                Ok(Claim::Claimed { .. }) => {}
+                Ok(Claim::Held(o)) => {
+                    tracing::error!(room = %entry.name, owner = %o.owner, "another host owns this room now; shutting it down here");
+                    metrics::counter!("chat_room_ownership_lost_total").increment(1);
+                    entry.send(MasterMsg::Shutdown {
+                        reason: format!("this room moved to {}", o.host),
+                        restart: false,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(room = %entry.name, error = %e, "cannot renew the room's lease");
+                }
+            }
+        }
+    }
 }
 
 /// Respawns catalog rooms that no running worker announced.
@@ -93,13 +180,35 @@ pub async fn reconcile(master: Shared) {
             .registry
             .reserve_at(&rec.name, settings, rec.port, rec.created_ms)
         {
-            Some(entry) => {
-                tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
-                crate::supervisor::start(&master, entry, None);
-            }
+            Some(entry) => match claim(&master, &entry).await {
+                Ok(Claim::Claimed { .. }) => {
+                    tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
+                    crate::supervisor::start(&master, entry, None);
+                }
+                Ok(Claim::Held(o)) => {
+                    tracing::warn!(room = %rec.name, owner = %o.owner, "not respawning a room another host owns now");
+                    master.registry.remove(&entry);
+                    forget_entry(&master, &rec.name);
+                }
+                Err(e) => {
+                    tracing::warn!(room = %rec.name, error = %e, "cannot claim the room's name; not respawning it");
+                    master.registry.remove(&entry);
+                }
+            },
             None => {
                 tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)")
             }
         }
     }
+}
+
+/// Removes another host's room from this host's catalog (its claim stays).
+fn forget_entry(master: &Shared, room: &str) {
+    let m = master.clone();
+    let name = catalog_name(master, room);
+    master.supervisors.spawn(async move {
+        if let Err(e) = m.store.remove_room(&name).await {
+            tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
+        }
+    });
 }

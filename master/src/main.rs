@@ -148,6 +148,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     background.spawn(store_init(master.clone()));
     background.spawn(cache::run(master.clone()));
     background.spawn(catalog::reconcile(master.clone()));
+    background.spawn(catalog::renew_leases(master.clone()));
     let writer_task = tokio::spawn(writer::run(master.clone(), writes));
     background.close();
 

@@ -38,6 +38,8 @@ pub enum Created {
     Exists(u16),
     NoCapacity,
     Failed(String),
+    /// Another host sharing the store owns the name.
+    Elsewhere(crate::store::OwnerRecord),
 }
 
 /// Creates a room (or finds it) and answers once it accepts connections.
@@ -47,7 +49,23 @@ pub async fn create(master: &Shared, name: &str, settings: RoomSettings) -> Crea
         Err(Refused::NoCapacity) => return Created::NoCapacity,
     };
     if fresh {
-        start(master, entry.clone(), None);
+        match crate::catalog::claim(master, &entry).await {
+            Ok(crate::store::Claim::Claimed { .. }) => start(master, entry.clone(), None),
+            Ok(crate::store::Claim::Held(owner)) => {
+                entry.set_state(RoomState::Failed(format!(
+                    "{name} is served by {}",
+                    owner.host
+                )));
+                master.registry.remove(&entry);
+                return Created::Elsewhere(owner);
+            }
+            Err(e) => {
+                let reason = format!("cannot claim the room's name in the store: {e}");
+                entry.set_state(RoomState::Failed(reason.clone()));
+                master.registry.remove(&entry);
+                return Created::Failed(reason);
+            }
+        }
     }
     match entry.wait_started(START_TIMEOUT).await {
         RoomState::Ready if fresh => {

@@ -218,6 +218,16 @@ mod tests {
         async fn remove_bans(&self, user_id: &str) -> Result<u64, StoreError> {
             self.inner.remove_bans(user_id).await
         }
+        async fn claim_owner(
+            &self,
+            claim: &crate::store::OwnerRecord,
+            now_ms: u64,
+        ) -> Result<crate::store::Claim, StoreError> {
+            self.inner.claim_owner(claim, now_ms).await
+        }
+        async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+            self.inner.release_owner(name, owner).await
+        }
     }
 
     struct Quiet;
