@@ -73,10 +73,19 @@ pub fn forget(master: &Shared, name: &str) {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }
-        if let Err(e) = m.store.release_owner(&room, &host_key(&m)).await {
+        if shared_store(&m)
+            && let Err(e) = m.store.release_owner(&room, &host_key(&m)).await
+        {
             tracing::warn!(room = %room, error = %e, "cannot give up the room's name (its lease will end)");
         }
     });
+}
+
+/// Whether other hosts may use the store: the embedded one is private to
+/// this master (its file is locked), so names are always this host's there,
+/// whatever identity (port) an earlier run on the same data had.
+fn shared_store(master: &Shared) -> bool {
+    master.store.kind() != "redb"
 }
 
 /// This host's claim on `name` with its room on `port`.
@@ -100,6 +109,9 @@ fn owner_claim(master: &Shared, name: &str, port: u16) -> OwnerRecord {
 /// takeover (the previous owner's lease ended) makes the room continue its
 /// history in a new epoch, past every seq the old owner could have used.
 pub async fn claim(master: &Shared, entry: &RoomEntry) -> Result<Claim, StoreError> {
+    if !shared_store(master) {
+        return Ok(Claim::Claimed { taken_over: false });
+    }
     let claim = owner_claim(master, &entry.name, entry.port());
     let outcome = tokio::time::timeout(
         Duration::from_secs(5),
@@ -118,6 +130,9 @@ pub async fn claim(master: &Shared, entry: &RoomEntry) -> Result<Claim, StoreErr
 /// another host now holds (this host was cut off past its lease) is shut
 /// down: two hosts never serve one room for longer than that.
 pub async fn renew_leases(master: Shared) {
+    if !shared_store(&master) {
+        return;
+    }
     let every = (master.cfg.owner_lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::select! {

@@ -396,7 +396,19 @@ impl Store for MongoStore {
         // conditional update, so two hosts never both succeed.
         let owners = self.coll("owners");
         let d = docs::owner_to_doc(claim)?;
-        match owners.insert_one(d.clone()).await {
+        let mut set = d.clone();
+        set.remove("_id");
+        // A renewal: one update.
+        let renewed = owners
+            .update_one(
+                doc! { "_id": &claim.name, "owner": &claim.owner },
+                doc! { "$set": set.clone() },
+            )
+            .await?;
+        if renewed.matched_count > 0 {
+            return Ok(Claim::Claimed { taken_over: false });
+        }
+        match owners.insert_one(d).await {
             Ok(_) => return Ok(Claim::Claimed { taken_over: false }),
             Err(e) if command_code(&e) == Some(DUPLICATE_KEY) => {}
             Err(e) => return Err(e.into()),
@@ -419,8 +431,6 @@ impl Store for MongoStore {
             // Unreadable: take it only once nobody renews it.
             Some(Err(_)) | None => doc! { "_id": &claim.name },
         };
-        let mut set = d;
-        set.remove("_id");
         let r = owners
             .update_one(filter, doc! { "$set": set })
             .upsert(held.is_none())
