@@ -130,7 +130,7 @@ async fn retry(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -143,7 +143,7 @@ mod tests {
 
     /// redb, except that messages whose text starts with "poison" are
     /// invalid, and the first `outages` calls fail as if the disk were away.
-    struct Flaky {
+    pub struct Flaky {
         inner: RedbStore,
         outages: AtomicUsize,
         calls: AtomicUsize,
@@ -233,7 +233,7 @@ mod tests {
     struct Quiet;
     impl Observer for Quiet {}
 
-    async fn flaky(outages: usize) -> (tempfile::TempDir, Arc<Flaky>) {
+    pub async fn flaky(outages: usize) -> (tempfile::TempDir, Arc<Flaky>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = RedbStore::open(dir.path()).await.expect("open");
         let store = Arc::new(Flaky {
