@@ -1,15 +1,24 @@
 //! The room catalog in the store: which rooms exist, on which port, with
 //! which settings. A master started after a crash respawns the catalog's
 //! rooms that have no live worker (running workers are adopted first).
+//!
+//! Owners: hosts that share a store give each room name one owner. A host
+//! claims a name (`owners`, unique on the name) before it starts the room
+//! and renews its lease (`--owner-lease`, 30 s) every third of it; a create
+//! on another host answers where the room is. When the owner dies and its
+//! lease ends, another host may claim the name: the room's history goes on
+//! there in a new epoch, after every seq the old owner could have used.
 
 use std::time::Duration;
 
+use chat_shared::ipc::MasterMsg;
 use chat_shared::settings::RoomSettings;
 
 use crate::events::{EventKind, Subscription};
+use crate::lifecycle::Lifecycle;
 use crate::registry::RoomEntry;
 use crate::state::Shared;
-use crate::store::RoomRecord;
+use crate::store::{Claim, RoomRecord};
 
 /// Time given to running workers to reconnect before the catalog is
 /// reconciled (their reconnection backoff tops out at 2 s).
@@ -18,12 +27,7 @@ const ADOPTION_WINDOW: Duration = Duration::from_secs(3);
 /// This host's prefix in the catalog: several hosts may share one store,
 /// and each respawns only its own rooms. Room names never contain `/`.
 fn host_key(master: &Shared) -> String {
-    let host = master
-        .cfg
-        .host
-        .clone()
-        .unwrap_or_else(|| master.hostname.clone());
-    format!("{host}:{}", master.cfg.port)
+    master.supervisor.owners.key().to_owned()
 }
 
 fn catalog_name(master: &Shared, room: &str) -> String {
@@ -54,15 +58,18 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
     });
 }
 
-/// Removes a room that ended on purpose from the catalog.
+/// Removes a room that ended on purpose from the catalog, and gives up
+/// this host's claim on its name.
 pub fn forget(master: &Shared, name: &str) {
     master.writer.forget(name);
     let m = master.clone();
+    let room = name.to_owned();
     let name = catalog_name(master, name);
     master.supervisors.spawn(async move {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }
+        m.supervisor.owners.release(&room).await;
     });
 }
 
@@ -75,6 +82,44 @@ pub async fn follow(master: Shared, mut events: Subscription) {
             EventKind::Ready { first: true, .. } => record(&master, &e.room, "ready"),
             EventKind::Stopped | EventKind::Failed { .. } => forget(&master, &e.room.name),
             _ => {}
+        }
+    }
+}
+
+/// Renews this host's claims every third of the lease. A room whose name
+/// another host now holds (this host was cut off past its lease) is shut
+/// down: two hosts never serve one room for longer than that.
+pub async fn renew_leases(master: Shared) {
+    let owners = &master.supervisor.owners;
+    if !owners.shared() {
+        return;
+    }
+    let every = (owners.lease() / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = master.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for entry in master.registry.all() {
+            if !matches!(entry.state(), Lifecycle::Running { .. } | Lifecycle::Starting)
+                || entry.port() == 0
+            {
+                continue;
+            }
+            match owners.claim(&entry).await {
+                Ok(Claim::Claimed { .. }) => {}
+                Ok(Claim::Held(o)) => {
+                    tracing::error!(room = %entry.name, owner = %o.owner, "another host owns this room now; shutting it down here");
+                    metrics::counter!("chat_room_ownership_lost_total").increment(1);
+                    entry.send(MasterMsg::Shutdown {
+                        reason: format!("this room moved to {}", o.host),
+                        restart: false,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(room = %entry.name, error = %e, "cannot renew the room's lease");
+                }
+            }
         }
     }
 }
@@ -107,13 +152,35 @@ pub async fn reconcile(master: Shared) {
             .registry
             .reserve_at(&rec.name, settings, rec.port, rec.created_ms)
         {
-            Some(entry) => {
-                tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
-                crate::supervisor::start(&master.supervisor, entry, None);
-            }
+            Some(entry) => match master.supervisor.owners.claim(&entry).await {
+                Ok(Claim::Claimed { .. }) => {
+                    tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
+                    crate::supervisor::start(&master.supervisor, entry, None);
+                }
+                Ok(Claim::Held(o)) => {
+                    tracing::warn!(room = %rec.name, owner = %o.owner, "not respawning a room another host owns now");
+                    master.registry.remove(&entry);
+                    forget_entry(&master, &rec.name);
+                }
+                Err(e) => {
+                    tracing::warn!(room = %rec.name, error = %e, "cannot claim the room's name; not respawning it");
+                    master.registry.remove(&entry);
+                }
+            },
             None => {
                 tracing::warn!(room = %rec.name, "cannot respawn a room from the catalog (no capacity)")
             }
         }
     }
+}
+
+/// Removes another host's room from this host's catalog (its claim stays).
+fn forget_entry(master: &Shared, room: &str) {
+    let m = master.clone();
+    let name = catalog_name(master, room);
+    master.supervisors.spawn(async move {
+        if let Err(e) = m.store.remove_room(&name).await {
+            tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
+        }
+    });
 }

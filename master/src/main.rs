@@ -19,6 +19,7 @@ mod lifecycle;
 mod load;
 mod logging;
 mod metrics;
+mod owners;
 mod registry;
 mod restart;
 mod rundir;
@@ -120,6 +121,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         max_restarts: cfg.max_restarts,
         restart_window: cfg.restart_window,
         shutdown_grace: cfg.shutdown_grace,
+        owners: owners::Owners::new(store.clone(), &cfg, &hostname),
     });
     let master = Arc::new(Master {
         events,
@@ -175,6 +177,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             adopted.cancel();
         });
     }
+    background.spawn(catalog::renew_leases(master.clone()));
     let writer_task = tokio::spawn(writer::run(master.clone(), writes));
     background.close();
 

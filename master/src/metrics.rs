@@ -184,6 +184,10 @@ fn describe() {
         "Messages the store refused for good (invalid): their senders get not_stored."
     );
     describe_counter!(
+        "chat_room_ownership_lost_total",
+        "Rooms shut down because another host sharing the store claimed their name."
+    );
+    describe_counter!(
         "chat_store_conflicts_total",
         "Messages refused because another message is stored at their (room, seq)."
     );

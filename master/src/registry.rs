@@ -39,6 +39,9 @@ pub struct RoomEntry {
     pub created_unix_ms: u64,
     pub started: Instant,
     pub origin: Origin,
+    /// Another host owned the name and its lease ended: the history goes
+    /// on in a new epoch, as for a room respawned from the catalog.
+    pub taken_over: AtomicBool,
     /// The port reserved for the room (0 once a failed room released it).
     pub port: AtomicU16,
     /// The current worker process (0 between workers).
@@ -98,6 +101,7 @@ impl RoomEntry {
             created_unix_ms,
             started: Instant::now(),
             origin,
+            taken_over: AtomicBool::new(false),
             port: AtomicU16::new(port),
             pid: AtomicU32::new(0),
             life: Life::new(Lifecycle::Starting),

@@ -31,7 +31,7 @@ use crate::events::{EventKind, Events};
 use crate::lifecycle::Lifecycle;
 use crate::registry::{Origin, Refused, Registry, RoomEntry};
 use crate::state::Shared;
-use crate::store::Store;
+use crate::store::{Claim, Store};
 use crate::writer::Writer;
 
 /// Time a worker gets to connect, bind its port and say it listens.
@@ -65,6 +65,8 @@ pub struct Supervisor {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub shutdown_grace: Duration,
+    /// Room-name ownership across hosts sharing the store.
+    pub owners: crate::owners::Owners,
 }
 
 /// The handle every supervisor task holds.
@@ -77,6 +79,8 @@ pub enum Created {
     Exists(u16),
     NoCapacity,
     Failed(String),
+    /// Another host sharing the store owns the name.
+    Elsewhere(crate::store::OwnerRecord),
 }
 
 /// Creates a room (or finds it) and answers once it accepts connections:
@@ -93,7 +97,20 @@ pub async fn create(sup: &Sup, name: &str, settings: RoomSettings) -> Created {
             Err(Refused::NoCapacity) => return Created::NoCapacity,
         };
         if fresh {
-            start(sup, entry.clone(), None);
+            match sup.owners.claim(&entry).await {
+                Ok(Claim::Claimed { .. }) => start(sup, entry.clone(), None),
+                Ok(Claim::Held(owner)) => {
+                    entry.life.failed(format!("{name} is served by {}", owner.host));
+                    sup.registry.remove(&entry);
+                    return Created::Elsewhere(owner);
+                }
+                Err(e) => {
+                    let reason = format!("cannot claim the room's name in the store: {e}");
+                    entry.life.failed(reason.clone());
+                    sup.registry.remove(&entry);
+                    return Created::Failed(reason);
+                }
+            }
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match entry.life.settled(left.min(START_TIMEOUT)).await {
@@ -483,7 +500,8 @@ async fn prepare(sup: &Sup, entry: &RoomEntry, restart: bool) -> Result<(), Stri
             // (and broadcast) messages that never reached the store. A new
             // epoch makes clients reload, and skipping every seq it could
             // have used keeps seq numbers from ever being reused.
-            Ok(Some((_, seq))) if entry.origin == Origin::Catalog => {
+            Ok(Some((_, seq)))
+                if entry.origin == Origin::Catalog || entry.taken_over.load(Ordering::Acquire) => {
                 let skip = chat_shared::ipc::MAX_UNCONFIRMED as u64;
                 tracing::warn!(room = %entry.name, stored = seq, "respawning a room whose worker died with its master: new epoch");
                 (crate::registry::new_epoch(), seq + skip)

@@ -67,6 +67,17 @@ async fn create_room(
     match create(&master.supervisor, &name, settings).await {
         Created::New(port) => created(&master, port, "Room created".into()),
         Created::Exists(port) => created(&master, port, format!("{name} already exists")),
+        Created::Elsewhere(owner) => {
+            let mut body = json!({
+                "port": owner.port,
+                "message": format!("{name} already exists"),
+                "host": owner.host,
+            });
+            if let Some(url) = owner.url {
+                body["url"] = json!(url);
+            }
+            data(StatusCode::OK, body)
+        }
         Created::NoCapacity => data(
             StatusCode::OK,
             json!({"port": 0, "message": "No more rooms can be created"}),

@@ -21,8 +21,8 @@ use thiserror::Error;
 
 pub use mongo_store::{MongoOptions, MongoStore};
 pub use records::{
-    BanRecord, FilterAction, FilterRecord, InsertOutcome, MessageRecord, ReferenceData, RoomRecord,
-    UserRecord,
+    BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,
+    ReferenceData, RoomRecord, UserRecord,
 };
 pub use redb_store::RedbStore;
 
@@ -164,6 +164,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes every ban of a user; returns how many were removed.
     async fn remove_bans(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    /// Claims (or renews) room `claim.name` for `claim.owner` until
+    /// `claim.until_ms`, atomically across hosts sharing the store: it
+    /// succeeds when the name is unclaimed, already `claim.owner`'s, or its
+    /// lease ended before `now_ms`; otherwise it returns the live holder.
+    async fn claim_owner(&self, claim: &OwnerRecord, now_ms: u64) -> Result<Claim, StoreError>;
+
+    /// Gives up `owner`'s claim on `name` (absent, or another's: nothing).
+    async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }
 
 /// Opens the store: MongoDB when `uri` is a `mongodb://` or `mongodb+srv://`

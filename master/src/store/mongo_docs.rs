@@ -8,7 +8,8 @@ use mongodb::bson::{self, Bson, DateTime, Document, doc};
 
 use super::records::DEFAULT_ROOM_STATUS;
 use super::{
-    BanRecord, FilterAction, FilterRecord, MessageRecord, RoomRecord, StoreError, UserRecord,
+    BanRecord, FilterAction, FilterRecord, MessageRecord, OwnerRecord, RoomRecord, StoreError,
+    UserRecord,
 };
 
 /// Why a document was not read.
@@ -267,6 +268,29 @@ pub fn filter_from_doc(d: &Document) -> Result<FilterRecord, Malformed> {
     let action =
         FilterAction::parse(&action).ok_or_else(|| format!("unknown action {action:?}"))?;
     Ok(FilterRecord { pattern, action })
+}
+
+/// An owner claim; `_id` is the room name (unique: one owner per name).
+pub fn owner_to_doc(o: &OwnerRecord) -> Result<Document, StoreError> {
+    Ok(doc! {
+        "_id": &o.name,
+        "owner": &o.owner,
+        "host": &o.host,
+        "port": i32::from(o.port),
+        "url": o.url.as_deref().map_or(Bson::Null, |u| Bson::String(u.to_owned())),
+        "until_ms": to_i64("lease end", o.until_ms)?,
+    })
+}
+
+pub fn owner_from_doc(d: &Document) -> Result<OwnerRecord, Malformed> {
+    Ok(OwnerRecord {
+        name: id_text(d)?,
+        owner: req_str(d, "owner")?,
+        host: opt_str(d, "host")?.unwrap_or_default(),
+        port: u16::try_from(opt_u64(d, "port")?).map_err(|_| "port out of range".to_owned())?,
+        url: opt_str(d, "url")?,
+        until_ms: req_u64(d, "until_ms")?,
+    })
 }
 
 #[cfg(test)]

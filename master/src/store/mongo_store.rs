@@ -16,13 +16,13 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::mongo_docs::{self as docs, Malformed};
 use super::{
-    BanRecord, FilterRecord, InsertOutcome, MessageRecord, ReferenceData, RoomRecord, Store,
-    StoreError, UserRecord,
+    BanRecord, Claim, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord, ReferenceData,
+    RoomRecord, Store, StoreError, UserRecord,
 };
 
 /// Database used when the URI names none.
 pub const DEFAULT_DATABASE: &str = "chatserver";
-const COLLECTIONS: [&str; 5] = ["rooms", "messages", "users", "bans", "filters"];
+const COLLECTIONS: [&str; 6] = ["rooms", "messages", "users", "bans", "filters", "owners"];
 const DUPLICATE_KEY: i32 = 11000;
 const NAMESPACE_EXISTS: i32 = 48;
 
@@ -388,5 +388,74 @@ impl Store for MongoStore {
             .delete_many(doc! { "user_id": user_id })
             .await?;
         Ok(r.deleted_count)
+    }
+
+    async fn claim_owner(&self, claim: &OwnerRecord, now_ms: u64) -> Result<Claim, StoreError> {
+        // Single-document operations only (no transactions): the unique
+        // `_id` makes the first insert win; a takeover or renewal is one
+        // conditional update, so two hosts never both succeed.
+        let owners = self.coll("owners");
+        let d = docs::owner_to_doc(claim)?;
+        let mut set = d.clone();
+        set.remove("_id");
+        // A renewal: one update.
+        let renewed = owners
+            .update_one(
+                doc! { "_id": &claim.name, "owner": &claim.owner },
+                doc! { "$set": set.clone() },
+            )
+            .await?;
+        if renewed.matched_count > 0 {
+            return Ok(Claim::Claimed { taken_over: false });
+        }
+        match owners.insert_one(d).await {
+            Ok(_) => return Ok(Claim::Claimed { taken_over: false }),
+            Err(e) if command_code(&e) == Some(DUPLICATE_KEY) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let held = owners
+            .find_one(doc! { "_id": &claim.name })
+            .await?
+            .map(|h| docs::owner_from_doc(&h));
+        let filter = match &held {
+            // Ours, or its lease has ended: replace it only as read (a
+            // compare-and-swap: a renewal or claim meanwhile makes it miss).
+            Some(Ok(h)) if h.owner == claim.owner || h.until_ms < now_ms => {
+                doc! {
+                    "_id": &claim.name,
+                    "owner": &h.owner,
+                    "until_ms": docs::to_i64("lease end", h.until_ms)?,
+                }
+            }
+            Some(Ok(h)) => return Ok(Claim::Held(h.clone())),
+            // Unreadable: take it only once nobody renews it.
+            Some(Err(_)) | None => doc! { "_id": &claim.name },
+        };
+        let r = owners
+            .update_one(filter, doc! { "$set": set })
+            .upsert(held.is_none())
+            .await?;
+        if r.matched_count > 0 || r.upserted_id.is_some() {
+            let taken_over = matches!(&held, Some(Ok(h)) if h.owner != claim.owner);
+            return Ok(Claim::Claimed { taken_over });
+        }
+        // Someone renewed or claimed it meanwhile: report the holder.
+        match owners.find_one(doc! { "_id": &claim.name }).await? {
+            Some(h) => match docs::owner_from_doc(&h) {
+                Ok(h) => Ok(Claim::Held(h)),
+                Err(reason) => Err(StoreError::Invalid {
+                    what: "owner",
+                    reason,
+                }),
+            },
+            None => self.claim_owner(claim, now_ms).await,
+        }
+    }
+
+    async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.coll("owners")
+            .delete_one(doc! { "_id": name, "owner": owner })
+            .await?;
+        Ok(())
     }
 }

@@ -150,3 +150,31 @@ pub struct ReferenceData {
     pub bans: Vec<BanRecord>,
     pub filters: Vec<FilterRecord>,
 }
+
+/// Which host owns a room name in a shared store, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    /// The room's name (MongoDB `_id`).
+    pub name: String,
+    /// The owning master's identity (`host:port` of its room API).
+    pub owner: String,
+    /// The host to tell clients (the master's `--host`, else its hostname).
+    pub host: String,
+    /// The room's port on that host.
+    pub port: u16,
+    /// The room's WebSocket URL, when the owner knows its public URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Unix milliseconds: past it, another host may claim the name.
+    pub until_ms: u64,
+}
+
+/// What [`Store::claim_owner`](super::Store::claim_owner) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The name is ours until the lease ends. `taken_over`: another host
+    /// held it and its lease had ended (its history continues here).
+    Claimed { taken_over: bool },
+    /// Another host holds a live lease on the name.
+    Held(OwnerRecord),
+}

@@ -9,6 +9,7 @@
 //! - `bans`: `(user_id, Option<room>) -> StoredBan`: one ban per user and
 //!   scope (`None` = every room sorts first)
 //! - `filters`: pattern `-> FilterRecord`
+//! - `owners`: room name `-> OwnerRecord` (which host owns the name)
 //!
 //! redb is synchronous: every operation runs in `spawn_blocking`, and
 //! `insert_messages` is one write transaction.
@@ -22,8 +23,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    BanRecord, FilterRecord, InsertOutcome, MessageRecord, ReferenceData, RoomRecord, Store,
-    StoreError, UserRecord,
+    BanRecord, Claim, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord, ReferenceData,
+    RoomRecord, Store, StoreError, UserRecord,
 };
 
 /// The database file's name in the data directory.
@@ -36,6 +37,7 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const BANS: TableDefinition<(&str, Option<&str>), &[u8]> = TableDefinition::new("bans");
 const FILTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("filters");
+const OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("owners");
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -197,6 +199,7 @@ impl Store for RedbStore {
                 txn.open_table(USERS)?;
                 txn.open_table(BANS)?;
                 txn.open_table(FILTERS)?;
+                txn.open_table(OWNERS)?;
             }
             txn.commit()?;
             Ok(())
@@ -471,6 +474,52 @@ impl Store for RedbStore {
             };
             txn.commit()?;
             Ok(removed)
+        })
+        .await
+    }
+
+    async fn claim_owner(&self, claim: &OwnerRecord, now_ms: u64) -> Result<Claim, StoreError> {
+        let claim = claim.clone();
+        let value = encode("owner", &claim)?;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let outcome = {
+                let mut table = txn.open_table(OWNERS)?;
+                let held = table
+                    .get(claim.name.as_str())?
+                    .and_then(|v| decode::<OwnerRecord>("owners", &claim.name, v.value()));
+                match held {
+                    Some(h) if h.owner != claim.owner && h.until_ms >= now_ms => Claim::Held(h),
+                    held => {
+                        table.insert(claim.name.as_str(), value.as_slice())?;
+                        Claim::Claimed {
+                            taken_over: held.is_some_and(|h| h.owner != claim.owner),
+                        }
+                    }
+                }
+            };
+            txn.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(OWNERS)?;
+                let mine = table
+                    .get(name.as_str())?
+                    .and_then(|v| decode::<OwnerRecord>("owners", &name, v.value()))
+                    .is_some_and(|h| h.owner == owner);
+                if mine {
+                    table.remove(name.as_str())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
         })
         .await
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    BanRecord, FilterAction, FilterRecord, InsertOutcome, MessageRecord, RoomRecord, Store,
-    UserRecord,
+    BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,
+    RoomRecord, Store, UserRecord,
 };
 
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -19,6 +19,63 @@ pub async fn run_all(store: Arc<dyn Store>) {
     room_catalog(&*store).await;
     reference_data(&*store).await;
     bans(&*store).await;
+    owners(&*store).await;
+}
+
+fn owner(name: &str, host: &str, until_ms: u64) -> OwnerRecord {
+    OwnerRecord {
+        name: name.to_owned(),
+        owner: format!("{host}:80"),
+        host: host.to_owned(),
+        port: 34000,
+        url: Some(format!("wss://{host}/rooms/34000")),
+        until_ms,
+    }
+}
+
+async fn owners(store: &dyn Store) {
+    let room = "s-owned";
+    let fresh = Claim::Claimed { taken_over: false };
+    let a = owner(room, "a", 1_000);
+    assert_eq!(store.claim_owner(&a, 500).await.expect("claim"), fresh);
+    // The owner renews.
+    let a2 = owner(room, "a", 2_000);
+    assert_eq!(store.claim_owner(&a2, 900).await.expect("renew"), fresh);
+    // Another host, while the lease lasts: told who holds it.
+    let b = owner(room, "b", 5_000);
+    assert_eq!(
+        store.claim_owner(&b, 1_500).await.expect("held"),
+        Claim::Held(a2.clone())
+    );
+    // Another name is free for it.
+    let other = owner("s-owned-2", "b", 5_000);
+    assert_eq!(
+        store.claim_owner(&other, 1_500).await.expect("other"),
+        fresh
+    );
+    // Once the lease ended: a takeover; the old owner is then refused.
+    assert_eq!(
+        store.claim_owner(&b, 2_001).await.expect("takeover"),
+        Claim::Claimed { taken_over: true }
+    );
+    assert_eq!(
+        store.claim_owner(&a2, 2_002).await.expect("old owner"),
+        Claim::Held(b.clone())
+    );
+    // Only the owner releases.
+    store
+        .release_owner(room, &a.owner)
+        .await
+        .expect("release a");
+    assert_eq!(
+        store.claim_owner(&a2, 2_003).await.expect("still b's"),
+        Claim::Held(b.clone())
+    );
+    store
+        .release_owner(room, &b.owner)
+        .await
+        .expect("release b");
+    assert_eq!(store.claim_owner(&a2, 2_004).await.expect("free"), fresh);
 }
 
 pub fn msg(room: &str, epoch: u64, seq: u64, text: &str) -> MessageRecord {

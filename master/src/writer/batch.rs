@@ -130,7 +130,7 @@ async fn retry(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -143,7 +143,7 @@ mod tests {
 
     /// redb, except that messages whose text starts with "poison" are
     /// invalid, and the first `outages` calls fail as if the disk were away.
-    struct Flaky {
+    pub struct Flaky {
         inner: RedbStore,
         outages: AtomicUsize,
         calls: AtomicUsize,
@@ -218,12 +218,22 @@ mod tests {
         async fn remove_bans(&self, user_id: &str) -> Result<u64, StoreError> {
             self.inner.remove_bans(user_id).await
         }
+        async fn claim_owner(
+            &self,
+            claim: &crate::store::OwnerRecord,
+            now_ms: u64,
+        ) -> Result<crate::store::Claim, StoreError> {
+            self.inner.claim_owner(claim, now_ms).await
+        }
+        async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+            self.inner.release_owner(name, owner).await
+        }
     }
 
     struct Quiet;
     impl Observer for Quiet {}
 
-    async fn flaky(outages: usize) -> (tempfile::TempDir, Arc<Flaky>) {
+    pub async fn flaky(outages: usize) -> (tempfile::TempDir, Arc<Flaky>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = RedbStore::open(dir.path()).await.expect("open");
         let store = Arc::new(Flaky {

@@ -169,8 +169,33 @@ impl Observer for Report<'_> {
     }
 }
 
+/// What the writer loop works with: the store, the writer's own state, where
+/// rooms' messages go, and who hears about store health.
+struct Ctx<'a> {
+    store: &'a dyn crate::store::Store,
+    writer: &'a Writer,
+    send: &'a (dyn Fn(&str, MasterMsg) + Sync),
+    obs: &'a dyn Observer,
+}
+
 /// Writes until the channel closes (after shutdown, once rooms are gone).
-pub async fn run(master: Shared, mut rx: mpsc::UnboundedReceiver<Write>) {
+pub async fn run(master: Shared, rx: mpsc::UnboundedReceiver<Write>) {
+    let send = |room: &str, msg: MasterMsg| {
+        if let Some(entry) = master.registry.get(room) {
+            entry.send(msg);
+        }
+    };
+    let report = Report { master: &master };
+    let ctx = Ctx {
+        store: &*master.store,
+        writer: &master.writer,
+        send: &send,
+        obs: &report,
+    };
+    drive(&ctx, rx).await;
+}
+
+async fn drive(ctx: &Ctx<'_>, mut rx: mpsc::UnboundedReceiver<Write>) {
     let mut queue = FairQueue::default();
     loop {
         if queue.is_empty() {
@@ -184,9 +209,9 @@ pub async fn run(master: Shared, mut rx: mpsc::UnboundedReceiver<Write>) {
         }
         let batch = queue.take(MAX_BATCH, PER_ROOM);
         if !batch.is_empty() {
-            write_batch(&master, batch).await;
+            write_batch(ctx, batch).await;
         }
-        gauge!("chat_store_pending_writes").set(master.writer.pending() as f64);
+        gauge!("chat_store_pending_writes").set(ctx.writer.pending() as f64);
     }
 }
 
@@ -197,7 +222,7 @@ fn enqueue(queue: &mut FairQueue, w: Write) {
     }
 }
 
-async fn write_batch(master: &Shared, batch: Batch) {
+async fn write_batch(ctx: &Ctx<'_>, batch: Batch) {
     let count = batch.message_count();
     let mut upto: Vec<(String, u64)> = Vec::with_capacity(batch.messages.len());
     let mut records = Vec::with_capacity(count);
@@ -208,30 +233,28 @@ async fn write_batch(master: &Shared, batch: Batch) {
         records.extend(messages.into_iter().map(|m| record(&room, m)));
     }
     if !records.is_empty() {
-        let written = batch::write(&*master.store, &records, &Report { master }).await;
+        let written = batch::write(ctx.store, &records, ctx.obs).await;
         if written.duplicates > 0 {
             tracing::debug!(
                 duplicates = written.duplicates,
                 "messages were already stored (a resend)"
             );
         }
-        report_refused(master, written.refused);
+        report_refused(ctx, written.refused);
         for (room, seq) in upto {
-            if let Some(entry) = master.registry.get(&room) {
-                entry.send(MasterMsg::Durable { seq });
-            }
-            master.writer.advance(&room, seq);
+            (ctx.send)(&room, MasterMsg::Durable { seq });
+            ctx.writer.advance(&room, seq);
         }
-        master.writer.pending.fetch_sub(count, Ordering::AcqRel);
+        ctx.writer.pending.fetch_sub(count, Ordering::AcqRel);
     }
     for (room, seq) in batch.deletes {
-        mark_deleted(master, &room, seq).await;
+        mark_deleted(ctx, &room, seq).await;
     }
 }
 
 /// Tells each room which of its messages were refused (before the
 /// `Durable` that moves its watermark past them), and logs and counts them.
-fn report_refused(master: &Shared, refused: Vec<Refused>) {
+fn report_refused(ctx: &Ctx<'_>, refused: Vec<Refused>) {
     let mut by_room: HashMap<(String, Refusal), Vec<u64>> = HashMap::new();
     for r in refused {
         match r.why {
@@ -249,24 +272,25 @@ fn report_refused(master: &Shared, refused: Vec<Refused>) {
     for ((room, why), mut seqs) in by_room {
         seqs.sort_unstable();
         seqs.dedup();
-        if let Some(entry) = master.registry.get(&room) {
-            entry.send(MasterMsg::Failed {
+        (ctx.send)(
+            &room,
+            MasterMsg::Failed {
                 seqs,
                 code: why.code().to_owned(),
-            });
-        }
+            },
+        );
     }
 }
 
 /// Marks a message deleted, retrying while the store is down; a permanent
 /// failure is logged (the message stays, undeleted, in the store).
-async fn mark_deleted(master: &Shared, room: &str, seq: u64) {
+async fn mark_deleted(ctx: &Ctx<'_>, room: &str, seq: u64) {
     let mut backoff = Duration::from_millis(50);
     let mut failing = false;
     loop {
-        match master.store.mark_deleted(room, seq).await {
+        match ctx.store.mark_deleted(room, seq).await {
             Ok(_) => {
-                master.store_reached();
+                ctx.obs.reached();
                 return;
             }
             Err(e) if e.is_transient() => {
@@ -283,5 +307,123 @@ async fn mark_deleted(master: &Shared, room: &str, seq: u64) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    struct Quiet;
+    impl Observer for Quiet {}
+
+    fn msgs(seqs: std::ops::RangeInclusive<u64>, poison: Option<u64>) -> Vec<StoredMessage> {
+        seqs.map(|seq| StoredMessage {
+            epoch: 1,
+            seq,
+            user_id: "u".into(),
+            name: "U".into(),
+            text: if Some(seq) == poison {
+                "poison".into()
+            } else {
+                format!("m{seq}")
+            },
+            ts: seq,
+            deleted: false,
+        })
+        .collect()
+    }
+
+    /// Runs the writer loop until `busy` is handled up to `last`; returns
+    /// what the rooms were sent, in order.
+    async fn run_until(writes: Vec<Write>, busy: &str, last: u64) -> Vec<(String, MasterMsg)> {
+        let (_dir, store) = batch::tests::flaky(0).await;
+        let (writer, rx) = Writer::new();
+        for w in writes {
+            writer.push(w);
+        }
+        let sent: Arc<Mutex<Vec<(String, MasterMsg)>>> = Arc::default();
+        let log = Arc::clone(&sent);
+        let send = move |room: &str, msg: MasterMsg| {
+            log.lock().expect("log").push((room.to_owned(), msg));
+        };
+        let ctx = Ctx {
+            store: &*store,
+            writer: &writer,
+            send: &send,
+            obs: &Quiet,
+        };
+        tokio::select! {
+            _ = drive(&ctx, rx) => panic!("the writer stopped"),
+            done = writer.wait_handled(busy, last, Duration::from_secs(60)) => assert!(done),
+        }
+        assert_eq!(writer.pending(), 0);
+        sent.lock().expect("log").clone()
+    }
+
+    #[tokio::test]
+    async fn a_quiet_room_is_acked_while_a_busy_room_is_backlogged() {
+        let writes = vec![
+            Write::Messages {
+                room: "busy".into(),
+                messages: msgs(1..=3000, None),
+            },
+            Write::Messages {
+                room: "quiet".into(),
+                messages: msgs(1..=1, None),
+            },
+        ];
+        let sent = run_until(writes, "busy", 3000).await;
+        let quiet = sent
+            .iter()
+            .position(|(r, m)| r == "quiet" && *m == MasterMsg::Durable { seq: 1 })
+            .expect("the quiet room got its Durable");
+        let busy_before: Vec<&MasterMsg> = sent[..quiet]
+            .iter()
+            .filter(|(r, _)| r == "busy")
+            .map(|(_, m)| m)
+            .collect();
+        assert!(
+            busy_before.len() <= 1,
+            "the quiet room waited behind {} busy batches",
+            busy_before.len()
+        );
+        assert_eq!(
+            sent.last().map(|(r, m)| (r.as_str(), m)),
+            Some(("busy", &MasterMsg::Durable { seq: 3000 }))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_is_reported_before_the_durable_that_passes_it() {
+        let writes = vec![
+            Write::Messages {
+                room: "a".into(),
+                messages: msgs(1..=50, Some(20)),
+            },
+            Write::Messages {
+                room: "b".into(),
+                messages: msgs(1..=5, None),
+            },
+        ];
+        let sent = run_until(writes, "a", 50).await;
+        let a: Vec<&MasterMsg> = sent
+            .iter()
+            .filter(|(r, _)| r == "a")
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            a,
+            [
+                &MasterMsg::Failed {
+                    seqs: vec![20],
+                    code: "not_stored".into()
+                },
+                &MasterMsg::Durable { seq: 50 }
+            ]
+        );
+        assert!(sent.contains(&("b".to_owned(), MasterMsg::Durable { seq: 5 })));
     }
 }
