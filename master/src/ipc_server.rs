@@ -4,6 +4,7 @@
 //! Each linked session reads and writes in separate tasks with heartbeats
 //! first, so no transfer in either direction can wedge it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::ipc_peer::PeerCheck;
 use crate::registry::{RoomEntry, RoomState};
 use crate::state::Shared;
 use crate::writer::{Write, stored_message};
@@ -23,15 +25,19 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(5);
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
-/// Binds the socket (a stale file from a dead master is replaced: the run
-/// directory lock proves no live master owns it).
+/// Binds the socket, mode 0600 (a stale file from a dead master is replaced:
+/// the run directory lock proves no live master owns it).
 pub fn bind(master: &Shared) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(&master.socket);
-    UnixListener::bind(&master.socket)
+    let listener = UnixListener::bind(&master.socket)?;
+    // Owner only (the run directory is 0700 as well).
+    std::fs::set_permissions(&master.socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Accepts workers until shutdown.
 pub async fn serve(master: Shared, listener: UnixListener) {
+    let check = Arc::new(PeerCheck::new(&master.worker_bin));
     loop {
         let conn = tokio::select! {
             _ = master.api_stop.cancelled() => return,
@@ -40,7 +46,8 @@ pub async fn serve(master: Shared, listener: UnixListener) {
         match conn {
             Ok((stream, _)) => {
                 let m = master.clone();
-                tokio::spawn(async move { session(m, stream).await });
+                let check = check.clone();
+                tokio::spawn(async move { session(m, &check, stream).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "IPC accept failed");
@@ -50,7 +57,15 @@ pub async fn serve(master: Shared, listener: UnixListener) {
     }
 }
 
-async fn session(master: Shared, stream: UnixStream) {
+async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
+    let cred = match check.user(stream.peer_cred()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "IPC peer refused; closing that connection");
+            master.metrics.ipc_error();
+            return;
+        }
+    };
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
@@ -66,6 +81,18 @@ async fn session(master: Shared, stream: UnixStream) {
             return;
         }
     };
+    // Nothing (no snapshot, no secret, no adoption) for a process that is
+    // not the worker it claims to be.
+    if let Err(e) = check.worker(&cred, hello.pid) {
+        tracing::warn!(room = %hello.name, pid = hello.pid, error = %e, "IPC peer is not a room worker; refused");
+        master.metrics.ipc_error();
+        let _ = writer
+            .send(&HelloReply::Refused {
+                reason: "not a room worker of this master".into(),
+            })
+            .await;
+        return;
+    }
     let Some(entry) = find_room(&master, &hello) else {
         tracing::warn!(room = %hello.name, pid = hello.pid, "unknown room worker refused");
         let _ = writer

@@ -9,6 +9,7 @@ mod cache;
 mod catalog;
 mod config;
 mod http;
+mod ipc_peer;
 mod ipc_server;
 mod keys;
 mod lb;
