@@ -26,7 +26,7 @@ fn message(seq: u64) -> StoredMessage {
         name: "Alice".into(),
         text: "héllo".into(),
         ts: 1_700_000_000_000,
-        deleted: seq % 2 == 0,
+        deleted: seq.is_multiple_of(2),
     }
 }
 
