@@ -101,4 +101,5 @@ pub async fn reconcile(master: Shared) {
             }
         }
     }
+    tracing::info!("room catalog reconciled");
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_shared::framing::{FrameReader, FrameWriter};
-use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
+use chat_shared::framing::{
+    FrameError, FrameReader, FrameWriter, VersionNotice, decode_hello, decode_hello_head,
+};
+use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg, ipc_version};
 use chat_shared::link::{self, LinkError, LinkOptions};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf, UCred};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -69,8 +71,17 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.recv_hello()).await {
-        Ok(Ok(Some(h))) => h,
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next_raw()).await {
+        Ok(Ok(Some(buf))) => match decode_hello(&buf) {
+            Ok(h) => h,
+            Err(FrameError::Version { .. }) => {
+                return other_version(&master, check, &cred, &buf, &mut writer).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bad IPC hello; closing that connection");
+                return;
+            }
+        },
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "bad IPC hello; closing that connection");
@@ -102,6 +113,7 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
             .await;
         return;
     };
+    entry.incompatible.store(0, Ordering::Release);
     let mut snapshot = master.snapshot(&entry);
     snapshot.recent = entry.take_recent();
     if let Err(e) = writer.send(&HelloReply::Accepted(Box::new(snapshot))).await {
@@ -117,6 +129,62 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     linked(&master, &entry, pid, reader, writer, rx).await;
     entry.detach(id);
     tracing::debug!(%room, pid, "worker link closed");
+}
+
+/// A worker that speaks another IPC version: it is told ours (in the shape
+/// every version keeps), and its room is listed as `incompatible` while it
+/// lives, never started a second time. Logged at warn once per worker.
+async fn other_version(
+    master: &Shared,
+    check: &PeerCheck,
+    cred: &UCred,
+    buf: &[u8],
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) {
+    let head = match decode_hello_head(buf) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad IPC hello; closing that connection");
+            return;
+        }
+    };
+    let (room, pid) = (head.name.as_str(), head.pid);
+    if let Err(e) = check.worker(cred, pid) {
+        tracing::warn!(%room, pid, error = %e, "IPC peer is not a room worker; refused");
+        master.metrics.ipc_error();
+        return;
+    }
+    let _ = writer.send(&VersionNotice::ours()).await;
+    let (worker_version, master_version) = (head.version, ipc_version());
+    let entry = match master.registry.get(room) {
+        Some(e) if e.pid() == pid => e,
+        Some(e) => {
+            tracing::warn!(%room, pid, running = e.pid(), worker_version, master_version,
+                "a room worker of another IPC version claims a room this master runs");
+            return;
+        }
+        None => match master.registry.adopt_incompatible(&head) {
+            Some(e) => {
+                crate::supervisor::start(master, e.clone(), Some(pid));
+                e
+            }
+            None => {
+                tracing::warn!(%room, pid, port = head.port, worker_version, master_version,
+                    "a room worker of another IPC version cannot be listed (port out of range or taken)");
+                return;
+            }
+        },
+    };
+    if entry
+        .incompatible
+        .swap(worker_version.max(1), Ordering::AcqRel)
+        != worker_version.max(1)
+    {
+        tracing::warn!(%room, pid, worker_version, master_version,
+            "room worker speaks another IPC version; it serves on unlinked, listed as incompatible until restarted on purpose");
+    } else {
+        tracing::debug!(%room, pid, worker_version, master_version, "incompatible room worker retried");
+    }
 }
 
 /// A linked worker's session: heartbeats out, orders out, messages in,
