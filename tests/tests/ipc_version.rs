@@ -139,3 +139,50 @@ async fn another_ipc_version_is_listed_incompatible_never_doubled_and_a_restart_
     assert!(seq > 0);
     drop(m2);
 }
+
+/// A room of the catalog whose port still serves the room (a worker that
+/// cannot even say hello; here the test itself answers as one) is not
+/// started a second time by the catalog reconciliation.
+#[tokio::test]
+async fn a_catalog_room_still_served_on_its_port_is_not_respawned() {
+    let mut s = Server::start(ServerOpts::new()).await;
+    let port = s.create_room("unlinked").await;
+    let old = s.room_pid("unlinked").await;
+    kill_harness_master(&mut s).await;
+    chat_tests::procs::sigkill(old);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(old) {
+        assert!(Instant::now() < deadline, "the worker survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Something answers on the room's port as its worker would.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the room's port");
+    let fake = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut c, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf).await;
+            let _ = c
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nunlinked")
+                .await;
+        }
+    });
+    let (mut cmd, stderr) = master_command(&s, &[], "master2");
+    let _m2 = Guard(cmd.spawn().expect("spawn the second master"));
+    wait_log(&stderr, "room catalog reconciled", Duration::from_secs(20)).await;
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(log.contains("not respawning"), "{log}");
+    assert!(
+        workers_of(&s.run_dir, "unlinked").is_empty(),
+        "a second worker was started"
+    );
+    let api = Api::new(&s);
+    assert!(
+        api.rooms()
+            .await
+            .is_some_and(|r| r.iter().all(|r| r["name"] != "unlinked"))
+    );
+    fake.abort();
+}
