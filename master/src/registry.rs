@@ -201,7 +201,9 @@ impl RoomEntry {
             name: self.name.clone(),
             port: self.port(),
             pid: self.pid(),
-            status: if self.incompatible.load(Ordering::Acquire) != 0 {
+            status: if self.incompatible.load(Ordering::Acquire) != 0
+                && self.state() == RoomState::Ready
+            {
                 "incompatible"
             } else {
                 self.state().label()
