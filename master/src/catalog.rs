@@ -101,8 +101,10 @@ pub async fn renew_leases(master: Shared) {
             _ = tokio::time::sleep(every) => {}
         }
         for entry in master.registry.all() {
-            if !matches!(entry.state(), Lifecycle::Running { .. } | Lifecycle::Starting)
-                || entry.port() == 0
+            if !matches!(
+                entry.state(),
+                Lifecycle::Running { .. } | Lifecycle::Starting
+            ) || entry.port() == 0
             {
                 continue;
             }
@@ -124,6 +126,40 @@ pub async fn renew_leases(master: Shared) {
     }
 }
 
+/// Whether `port` answers `GET /` with the room's name, as a room worker
+/// does (bounded in time; anything else is "no").
+async fn serves_room(master: &Shared, port: u16, name: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = match master.cfg.room_bind {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v) if v.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.take(4096).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        Some(head.starts_with("HTTP/1.") && head.contains(" 200 ") && body.trim() == name)
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Bound of the check that a catalog room's port is still served.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Respawns catalog rooms that no running worker announced.
 pub async fn reconcile(master: Shared) {
     tokio::select! {
@@ -144,6 +180,12 @@ pub async fn reconcile(master: Shared) {
         };
         rec.name = name.to_owned();
         if master.registry.get(&rec.name).is_some() {
+            continue;
+        }
+        // A worker that did not announce itself may still serve the room
+        // (one that cannot even say hello): never start a second one.
+        if serves_room(&master, rec.port, &rec.name).await {
+            tracing::warn!(room = %rec.name, port = rec.port, "a process still serves this catalog room on its port without a link to this master; not respawning it");
             continue;
         }
         let settings: RoomSettings =
@@ -172,6 +214,7 @@ pub async fn reconcile(master: Shared) {
             }
         }
     }
+    tracing::info!("room catalog reconciled");
 }
 
 /// Removes another host's room from this host's catalog (its claim stays).

@@ -4,18 +4,22 @@
 //! Each linked session reads and writes in separate tasks with heartbeats
 //! first, so no transfer in either direction can wedge it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_shared::chunks;
-use chat_shared::framing::{FrameReader, FrameWriter};
-use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg};
+use chat_shared::framing::{
+    FrameError, FrameReader, FrameWriter, VersionNotice, decode_hello, decode_hello_head,
+};
+use chat_shared::ipc::{Hello, HelloReply, MasterMsg, WorkerMsg, ipc_version};
 use chat_shared::link::{self, LinkError, LinkOptions};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf, UCred};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::ipc_peer::PeerCheck;
 use crate::registry::RoomEntry;
 use crate::state::Shared;
 use crate::writer::{Write, stored_message};
@@ -24,15 +28,19 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(5);
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
-/// Binds the socket (a stale file from a dead master is replaced: the run
-/// directory lock proves no live master owns it).
+/// Binds the socket, mode 0600 (a stale file from a dead master is replaced:
+/// the run directory lock proves no live master owns it).
 pub fn bind(master: &Shared) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(&master.socket);
-    UnixListener::bind(&master.socket)
+    let listener = UnixListener::bind(&master.socket)?;
+    // Owner only (the run directory is 0700 as well).
+    std::fs::set_permissions(&master.socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Accepts workers until shutdown.
 pub async fn serve(master: Shared, listener: UnixListener) {
+    let check = Arc::new(PeerCheck::new(&master.supervisor.worker_bin.path()));
     loop {
         let conn = tokio::select! {
             _ = master.api_stop.cancelled() => return,
@@ -41,7 +49,8 @@ pub async fn serve(master: Shared, listener: UnixListener) {
         match conn {
             Ok((stream, _)) => {
                 let m = master.clone();
-                tokio::spawn(async move { session(m, stream).await });
+                let check = check.clone();
+                tokio::spawn(async move { session(m, &check, stream).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "IPC accept failed");
@@ -51,12 +60,29 @@ pub async fn serve(master: Shared, listener: UnixListener) {
     }
 }
 
-async fn session(master: Shared, stream: UnixStream) {
+async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
+    let cred = match check.user(stream.peer_cred()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "IPC peer refused; closing that connection");
+            master.metrics.ipc_error();
+            return;
+        }
+    };
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.recv_hello()).await {
-        Ok(Ok(Some(h))) => h,
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next_raw()).await {
+        Ok(Ok(Some(buf))) => match decode_hello(&buf) {
+            Ok(h) => h,
+            Err(FrameError::Version { .. }) => {
+                return other_version(&master, check, &cred, &buf, &mut writer).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bad IPC hello; closing that connection");
+                return;
+            }
+        },
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "bad IPC hello; closing that connection");
@@ -67,6 +93,18 @@ async fn session(master: Shared, stream: UnixStream) {
             return;
         }
     };
+    // Nothing (no snapshot, no secret, no adoption) for a process that is
+    // not the worker it claims to be.
+    if let Err(e) = check.worker(&cred, hello.pid) {
+        tracing::warn!(room = %hello.name, pid = hello.pid, error = %e, "IPC peer is not a room worker; refused");
+        master.metrics.ipc_error();
+        let _ = writer
+            .send(&HelloReply::Refused {
+                reason: "not a room worker of this master".into(),
+            })
+            .await;
+        return;
+    }
     let Some(entry) = find_room(&master, &hello) else {
         tracing::warn!(room = %hello.name, pid = hello.pid, "unknown room worker refused");
         let _ = writer
@@ -76,6 +114,7 @@ async fn session(master: Shared, stream: UnixStream) {
             .await;
         return;
     };
+    entry.incompatible.store(0, Ordering::Release);
     // The snapshot, then the large parts in chunks that each fit a frame.
     let mut follow = crate::cache::full_reference(&master.cache.reference());
     follow.extend(
@@ -104,6 +143,62 @@ async fn session(master: Shared, stream: UnixStream) {
     linked(&master, &entry, pid, reader, writer, rx).await;
     entry.detach(id);
     tracing::debug!(%room, pid, "worker link closed");
+}
+
+/// A worker that speaks another IPC version: it is told ours (in the shape
+/// every version keeps), and its room is listed as `incompatible` while it
+/// lives, never started a second time. Logged at warn once per worker.
+async fn other_version(
+    master: &Shared,
+    check: &PeerCheck,
+    cred: &UCred,
+    buf: &[u8],
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) {
+    let head = match decode_hello_head(buf) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad IPC hello; closing that connection");
+            return;
+        }
+    };
+    let (room, pid) = (head.name.as_str(), head.pid);
+    if let Err(e) = check.worker(cred, pid) {
+        tracing::warn!(%room, pid, error = %e, "IPC peer is not a room worker; refused");
+        master.metrics.ipc_error();
+        return;
+    }
+    let _ = writer.send(&VersionNotice::ours()).await;
+    let (worker_version, master_version) = (head.version, ipc_version());
+    let entry = match master.registry.get(room) {
+        Some(e) if e.pid() == pid => e,
+        Some(e) => {
+            tracing::warn!(%room, pid, running = e.pid(), worker_version, master_version,
+                "a room worker of another IPC version claims a room this master runs");
+            return;
+        }
+        None => match master.registry.adopt_incompatible(&head) {
+            Some(e) => {
+                crate::supervisor::start(&master.supervisor, e.clone(), Some(pid));
+                e
+            }
+            None => {
+                tracing::warn!(%room, pid, port = head.port, worker_version, master_version,
+                    "a room worker of another IPC version cannot be listed (port out of range or taken)");
+                return;
+            }
+        },
+    };
+    if entry
+        .incompatible
+        .swap(worker_version.max(1), Ordering::AcqRel)
+        != worker_version.max(1)
+    {
+        tracing::warn!(%room, pid, worker_version, master_version,
+            "room worker speaks another IPC version; it serves on unlinked, listed as incompatible until restarted on purpose");
+    } else {
+        tracing::debug!(%room, pid, worker_version, master_version, "incompatible room worker retried");
+    }
 }
 
 /// A linked worker's session: heartbeats out, orders out, messages in,

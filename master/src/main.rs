@@ -12,6 +12,7 @@ mod catalog;
 mod config;
 mod events;
 mod http;
+mod ipc_peer;
 mod ipc_server;
 mod keys;
 mod lb;

@@ -58,6 +58,9 @@ pub struct RoomEntry {
     pub recent: Mutex<Vec<chat_shared::ipc::StoredMessage>>,
     link: Mutex<Option<(u64, mpsc::UnboundedSender<MasterMsg>)>>,
     stats: Mutex<RoomStats>,
+    /// The IPC version its worker speaks when it is not ours (0: ours): the
+    /// worker serves on, unlinked, until restarted on purpose.
+    pub incompatible: AtomicU32,
 }
 
 /// A room as the APIs show it.
@@ -111,6 +114,7 @@ impl RoomEntry {
             recent: Mutex::new(Vec::new()),
             link: Mutex::new(None),
             stats: Mutex::new(RoomStats::default()),
+            incompatible: AtomicU32::new(0),
         }
     }
 
@@ -186,7 +190,13 @@ impl RoomEntry {
             name: self.name.clone(),
             port: self.port(),
             pid: self.pid(),
-            status: state.label(),
+            status: if self.incompatible.load(Ordering::Acquire) != 0
+                && matches!(state, Lifecycle::Running { .. })
+            {
+                "incompatible"
+            } else {
+                state.label()
+            },
             error: match state {
                 Lifecycle::Failed(e) => Some(e),
                 _ => None,
@@ -385,6 +395,37 @@ impl Registry {
         entry.pid.store(pid, Ordering::Release);
         entry.life.listening(pid, port);
         rooms.insert(name.to_owned(), entry.clone());
+        Some(entry)
+    }
+
+    /// Lists a running worker that speaks another IPC version (after a
+    /// master upgrade or downgrade), so that its room is never started a
+    /// second time while it lives. Its settings and history are unknown: a
+    /// restart on purpose starts it as a room respawned from the catalog.
+    pub fn adopt_incompatible(
+        &self,
+        head: &chat_shared::framing::HelloHead,
+    ) -> Option<Arc<RoomEntry>> {
+        let mut rooms = lock(&self.rooms);
+        if rooms.contains_key(&head.name)
+            || !(self.first_port..=self.last_port).contains(&head.port)
+            || rooms
+                .values()
+                .any(|e| e.holds_port() && e.port() == head.port)
+        {
+            return None;
+        }
+        let entry = Arc::new(RoomEntry::new(
+            head.name.clone(),
+            RoomSettings::default(),
+            head.port,
+            now_ms(),
+            // A restart on purpose starts it as a catalog respawn (new epoch).
+            Origin::Catalog,
+        ));
+        entry.pid.store(head.pid, Ordering::Release);
+        entry.life.listening(head.pid, head.port);
+        rooms.insert(head.name.clone(), entry.clone());
         Some(entry)
     }
 

@@ -1,7 +1,7 @@
 //! The run directory: the master's lock, IPC socket and state files.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -17,6 +17,8 @@ pub enum RunDirError {
     },
     #[error("another chatserver is already running with run directory {0}")]
     Locked(PathBuf),
+    #[error("run directory {path} belongs to uid {owner}, not to this user")]
+    NotOwner { path: PathBuf, owner: u32 },
 }
 
 /// The run directory, locked for this master's lifetime.
@@ -52,7 +54,10 @@ pub fn local_url(addr: std::net::SocketAddr) -> String {
 }
 
 impl RunDir {
-    /// Creates (0700) and locks the directory; a second master refuses.
+    /// Creates and locks the directory; a second master refuses. The
+    /// directory is made owner-only (0700) even when it existed: it holds
+    /// the IPC socket, which hands out secrets. A directory of another user
+    /// is refused.
     pub fn open(path: &Path) -> Result<Self, RunDirError> {
         let io = |source| RunDirError::Io {
             path: path.to_owned(),
@@ -64,6 +69,17 @@ impl RunDir {
             .create(path)
             .map_err(io)?;
         let path = path.canonicalize().map_err(io)?;
+        let meta = std::fs::metadata(&path).map_err(io)?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(RunDirError::NotOwner {
+                path,
+                owner: meta.uid(),
+            });
+        }
+        if meta.permissions().mode() & 0o777 != 0o700 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
         let lock_path = path.join("master.lock");
         let file = File::create(&lock_path).map_err(io)?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)

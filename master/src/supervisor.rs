@@ -100,7 +100,9 @@ pub async fn create(sup: &Sup, name: &str, settings: RoomSettings) -> Created {
             match sup.owners.claim(&entry).await {
                 Ok(Claim::Claimed { .. }) => start(sup, entry.clone(), None),
                 Ok(Claim::Held(owner)) => {
-                    entry.life.failed(format!("{name} is served by {}", owner.host));
+                    entry
+                        .life
+                        .failed(format!("{name} is served by {}", owner.host));
                     sup.registry.remove(&entry);
                     return Created::Elsewhere(owner);
                 }
@@ -460,8 +462,7 @@ async fn prepare(sup: &Sup, entry: &RoomEntry, restart: bool) -> Result<(), Stri
         // Let what the dead worker sent reach the store first (this room's
         // messages only: other rooms' backlogs do not delay the restart).
         let received = entry.received_seq.load(Ordering::Acquire);
-        sup
-            .writer
+        sup.writer
             .wait_handled(&entry.name, received, STORE_TIMEOUT)
             .await;
     }
@@ -501,7 +502,8 @@ async fn prepare(sup: &Sup, entry: &RoomEntry, restart: bool) -> Result<(), Stri
             // epoch makes clients reload, and skipping every seq it could
             // have used keeps seq numbers from ever being reused.
             Ok(Some((_, seq)))
-                if entry.origin == Origin::Catalog || entry.taken_over.load(Ordering::Acquire) => {
+                if entry.origin == Origin::Catalog || entry.taken_over.load(Ordering::Acquire) =>
+            {
                 let skip = chat_shared::ipc::MAX_UNCONFIRMED as u64;
                 tracing::warn!(room = %entry.name, stored = seq, "respawning a room whose worker died with its master: new epoch");
                 (crate::registry::new_epoch(), seq + skip)

@@ -54,6 +54,16 @@ impl WorkerCmd {
         Ok(Self::SelfExe { arg0 })
     }
 
+    /// The executable a room runs (this one for [`WorkerCmd::SelfExe`]).
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::SelfExe { .. } => {
+                std::env::current_exe().unwrap_or_else(|_| PathBuf::from(SELF_EXE))
+            }
+            Self::Bin(p) => p.clone(),
+        }
+    }
+
     /// A command that starts a room; the caller adds the room's arguments.
     pub fn command(&self) -> Command {
         match self {

@@ -16,7 +16,7 @@ use crate::settings::RoomSettings;
 pub const MAX_UNCONFIRMED: usize = 100_000;
 
 /// Bumped whenever any type in this module changes shape.
-pub const IPC_VERSION: u32 = 1;
+pub const IPC_VERSION: u32 = 2;
 /// First bytes of every `Hello`.
 pub const MAGIC: [u8; 8] = *b"CHATIPC\0";
 

@@ -174,6 +174,14 @@ impl<In> LinkRx<In> {
     /// failed, or no byte came for the silence bound.
     pub async fn recv(&mut self) -> Result<In, LinkError> {
         loop {
+            // What already arrived comes first: a busy session is not a
+            // silent peer.
+            match self.inbox.try_recv() {
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(self.failure.take()),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
             let silent = self.activity.silent_for();
             let left = self.silence.saturating_sub(silent);
             if left.is_zero() {
@@ -351,7 +359,9 @@ mod tests {
                 },
             }
         }
+        // Done: close our side, and read until the peer is done too.
         tx.finish(Duration::from_secs(5)).await;
+        while rx.recv().await.is_ok() {}
         (bulk_in, pongs_during_bulk)
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_shared::framing::{FrameError, FrameReader, FrameWriter};
+use chat_shared::framing::{FrameError, FrameReader, FrameWriter, decode, decode_version_notice};
 use chat_shared::ipc::{Hello, HelloReply, MasterMsg, Snapshot, WorkerMsg};
 use chat_shared::link::{self, LinkOptions, LinkRx, LinkTx};
 use chat_shared::protocol::close;
@@ -44,6 +44,8 @@ pub enum LinkError {
     Timeout,
     #[error("{0}")]
     Link(#[from] link::LinkError),
+    #[error("the master speaks IPC version {master}, this worker {ours}")]
+    Version { master: u32, ours: u32 },
 }
 
 /// A connection whose handshake is done.
@@ -67,14 +69,23 @@ pub async fn connect(path: &Path, hello: &Hello) -> Result<(Link, Snapshot), Lin
             writer: FrameWriter::new(w),
         };
         link.writer.send(hello).await?;
-        match link.reader.recv::<HelloReply>().await? {
-            None => Err(LinkError::Closed),
-            Some(HelloReply::Refused { reason }) => Err(LinkError::Refused(reason)),
-            Some(HelloReply::Accepted(snapshot)) => {
+        let Some(buf) = link.reader.next_raw().await? else {
+            return Err(LinkError::Closed);
+        };
+        match decode::<HelloReply>(&buf) {
+            Ok(HelloReply::Refused { reason }) => Err(LinkError::Refused(reason)),
+            Ok(HelloReply::Accepted(snapshot)) => {
                 let mut snapshot = *snapshot;
                 receive_chunks(&mut link, &mut snapshot).await?;
                 Ok((link, snapshot))
             }
+            Err(e) => match decode_version_notice(&buf) {
+                Some(n) => Err(LinkError::Version {
+                    master: n.version,
+                    ours: hello.version,
+                }),
+                None => Err(e.into()),
+            },
         }
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
@@ -111,6 +122,8 @@ pub async fn run(
 ) {
     let mut link = Some(first);
     let mut backoff = Duration::from_millis(100);
+    // A master of another version is reported once, then retried quietly.
+    let mut version_told = false;
     loop {
         if let Some(l) = link.take() {
             backoff = Duration::from_millis(100);
@@ -135,6 +148,7 @@ pub async fn run(
         hello.seq = stats.seq;
         match connect(&path, &hello).await {
             Ok((l, snapshot)) => {
+                version_told = false;
                 tracing::info!(room = %worker.name, "reconnected to the master");
                 apply_snapshot(&worker, snapshot);
                 link = Some(l);
@@ -143,6 +157,11 @@ pub async fn run(
                 tracing::warn!(room = %worker.name, %reason, "the master refused this room; ending it");
                 worker.end(&reason);
                 return;
+            }
+            Err(LinkError::Version { master, ours }) if !version_told => {
+                version_told = true;
+                tracing::warn!(room = %worker.name, pid = std::process::id(), master_version = master, worker_version = ours,
+                    "the master speaks another IPC version; serving on unlinked until restarted on purpose");
             }
             Err(e) => tracing::debug!(room = %worker.name, error = %e, "master not reachable yet"),
         }
