@@ -132,7 +132,7 @@ pub async fn run(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        let stats = worker.room().stats();
+        let stats = worker.stats();
         let mut hello = Hello::new(worker.name.clone(), std::process::id(), worker.port);
         hello.listening = true;
         hello.room = Some(worker.room_config());
@@ -185,7 +185,7 @@ async fn session(
                 }
             }
             _ = stats.tick() => {
-                let now = worker.room().stats();
+                let now = worker.stats();
                 if now != last {
                     link.writer.send(&WorkerMsg::Stats(now)).await?;
                     last = now;
