@@ -236,15 +236,16 @@ impl Room {
             return;
         };
         let from = user.user_ref();
-        if !slow.is_zero() && !user.role.moderates() {
-            if let Some(wait) = self.moderation.slow_mode(&conn.user_id, now, slow) {
-                return self.error(
-                    conn,
-                    code::RATE_LIMITED,
-                    "slow mode is on",
-                    Some(millis(wait)),
-                );
-            }
+        if !slow.is_zero()
+            && !user.role.moderates()
+            && let Some(wait) = self.moderation.slow_mode(&conn.user_id, now, slow)
+        {
+            return self.error(
+                conn,
+                code::RATE_LIMITED,
+                "slow mode is on",
+                Some(millis(wait)),
+            );
         }
         let Some(text) = self.filter(conn, text) else {
             return;
