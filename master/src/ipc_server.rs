@@ -116,7 +116,8 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     };
     entry.incompatible.store(0, Ordering::Release);
     // The snapshot, then the large parts in chunks that each fit a frame.
-    let mut follow = crate::cache::full_reference(&master.cache.reference());
+    let reference = master.cache.reference();
+    let mut follow = crate::cache::full_reference(&reference);
     follow.extend(
         chunks::messages(entry.take_recent(), chunks::CHUNK_BYTES)
             .into_iter()
@@ -137,6 +138,12 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     entry.attach(id, tx);
+    // A change installed before the attach was not pushed to this session.
+    if master.cache.reference().version != reference.version {
+        for m in crate::cache::full_reference(&master.cache.reference()) {
+            entry.send(m);
+        }
+    }
     let room = entry.name.clone();
     let pid = hello.pid;
     tracing::debug!(%room, pid, "worker linked");

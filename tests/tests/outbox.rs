@@ -213,3 +213,65 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
     assert!(status.success(), "the new master exited with {status}");
     assert_no_leftovers(&mut s).await;
 }
+
+/// Joins with `token` until the welcome shows `name` (at most `bound`).
+async fn join_until_named(port: u16, token: &str, name: &str, bound: Duration) -> Client {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let mut c = Client::with_token(port, token).await;
+        if c.welcome["you"]["name"] == name {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "joins still show {} instead of {name:?}",
+            c.welcome["you"]["name"]
+        );
+        c.close().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn put_name(api: &Api, id: &str, name: &str) {
+    let body = json!({ "name": name }).to_string();
+    let (status, text, _) = api
+        .try_request(
+            reqwest::Method::PUT,
+            true,
+            &format!("/api/v1/users/{id}"),
+            Some(&body),
+        )
+        .await
+        .expect("PUT /api/v1/users answered");
+    assert_eq!(status, 200, "{text}");
+}
+
+/// Reference data reaches a room as deltas on top of the full data it got
+/// when it linked: a new master (whose versions start over) still reaches
+/// a room that saw more versions from the old one.
+#[tokio::test]
+async fn reference_changes_reach_a_room_adopted_by_a_new_master() {
+    let args: Vec<String> = ["--shutdown-grace", "5s"].map(String::from).to_vec();
+    let mut s = Server::start(ServerOpts::new().with_jwt().args(args.clone())).await;
+    let api = Api::new(&s);
+    let port = s.create_room("names").await;
+    let secret = s.jwt_secret.clone().expect("jwt secret");
+    let token = chat_tests::token::token(&secret, "u-x", "token name", "names", "member");
+    for i in 0..3 {
+        put_name(&api, "u-x", &format!("X{i}")).await;
+    }
+    drop(join_until_named(port, &token, "X2", Duration::from_secs(10)).await);
+
+    kill_harness_master(&mut s).await;
+    let mut m2 = MasterProc::start(&s, &args, "master2").await;
+    wait_room(&api, "names", Duration::from_secs(10), "adopted", |r| {
+        r["status"] == "ready"
+    })
+    .await;
+    put_name(&api, "u-x", "X after").await;
+    drop(join_until_named(port, &token, "X after", Duration::from_secs(10)).await);
+
+    let status = m2.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "the new master exited with {status}");
+    assert_no_leftovers(&mut s).await;
+}

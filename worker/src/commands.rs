@@ -111,7 +111,7 @@ impl Room {
                 }
                 let reason = reason.unwrap_or_else(|| "banned".into());
                 self.moderate(conn, &user, |room, target, by| {
-                    room.bans.insert(target.to_owned(), reason.clone());
+                    room.moderation.ban(target, &reason);
                     room.disconnect_user(
                         target,
                         close::BANNED,
@@ -236,21 +236,16 @@ impl Room {
             return;
         };
         let from = user.user_ref();
-        if !slow.is_zero() && !user.role.moderates() {
-            if let Some(&last) = self.last_say.get(&conn.user_id)
-                && now < last + slow
-            {
-                let wait = last + slow - now;
-                return self.error(
-                    conn,
-                    code::RATE_LIMITED,
-                    "slow mode is on",
-                    Some(millis(wait)),
-                );
-            }
-            // Forget users whose window has passed, so the map stays small.
-            self.last_say.retain(|_, t| now < *t + slow);
-            self.last_say.insert(conn.user_id.clone(), now);
+        if !slow.is_zero()
+            && !user.role.moderates()
+            && let Some(wait) = self.moderation.slow_mode(&conn.user_id, now, slow)
+        {
+            return self.error(
+                conn,
+                code::RATE_LIMITED,
+                "slow mode is on",
+                Some(millis(wait)),
+            );
         }
         let Some(text) = self.filter(conn, text) else {
             return;
@@ -394,10 +389,8 @@ impl Room {
             let Some(user) = room.users.get(target).map(|u| u.user_ref()) else {
                 return;
             };
-            room.mutes.insert(
-                target.to_owned(),
-                Instant::now() + Duration::from_secs(secs),
-            );
+            room.moderation
+                .mute(target, Instant::now(), Duration::from_secs(secs));
             if let Some(by) = by {
                 let bytes = encode(&ServerMsg::Muted { user, secs, by });
                 room.broadcast(&bytes, None, None);

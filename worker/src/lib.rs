@@ -17,6 +17,7 @@ mod identity;
 mod limits;
 mod master_link;
 mod members;
+mod moderation;
 mod outbound;
 mod outbox;
 mod room;

@@ -140,7 +140,7 @@ pub async fn run(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        let stats = worker.room().stats();
+        let stats = worker.stats();
         let mut hello = Hello::new(worker.name.clone(), std::process::id(), worker.port);
         hello.listening = true;
         hello.room = Some(worker.room_config());
@@ -201,7 +201,7 @@ async fn session(
                 }
             }
             _ = stats.tick(), if pending.is_none() => {
-                let now = worker.room().stats();
+                let now = worker.stats();
                 if now != last {
                     pending = Some(WorkerMsg::Stats(now));
                     last = now;

@@ -18,6 +18,7 @@ use crate::history::{History, PendingHistory, Queries};
 use crate::identity::{Identity, Refusal};
 use crate::limits::Bucket;
 pub use crate::members::{Conn, Members};
+use crate::moderation::Moderation;
 use crate::outbound::Outbound;
 use crate::outbox::Outbox;
 
@@ -43,12 +44,8 @@ pub struct Room {
     pub seq: u64,
     pub history: History,
     pub users: Members,
-    /// Users banned from this room, with the reason.
-    pub bans: HashMap<String, String>,
-    /// Muted users and until when; kept across their reconnects.
-    pub mutes: HashMap<String, Instant>,
-    /// Time of each user's last `say`, for slow mode; kept across reconnects.
-    pub last_say: HashMap<String, Instant>,
+    /// Bans, mutes and slow mode.
+    pub moderation: Moderation,
     pub closing: bool,
     next_conn: u64,
     /// Messages not yet confirmed stored, and their acks.
@@ -68,8 +65,6 @@ pub struct Room {
     pub messages_in: u64,
     pub messages_out: u64,
     pub fanout: chat_shared::ipc::Histogram,
-    /// Connections of a shootout-mode room (no identity, no presence).
-    plain: HashMap<u64, Arc<Outbound>>,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -111,15 +106,12 @@ impl Room {
             flush: Arc::new(tokio::sync::Notify::new()),
             history,
             users: Members::default(),
-            bans: HashMap::new(),
-            mutes: HashMap::new(),
-            last_say: HashMap::new(),
+            moderation: Moderation::default(),
             closing: false,
             next_conn: 0,
             messages_in: 0,
             messages_out: 0,
             fanout: Default::default(),
-            plain: HashMap::new(),
         }
     }
 
@@ -282,15 +274,7 @@ impl Room {
 
     /// Remaining mute of a user, if any (expired mutes are forgotten).
     pub fn muted_for(&mut self, user_id: &str) -> Option<std::time::Duration> {
-        let now = Instant::now();
-        match self.mutes.get(user_id) {
-            Some(&until) if until > now => Some(until - now),
-            Some(_) => {
-                self.mutes.remove(user_id);
-                None
-            }
-            None => None,
-        }
+        self.moderation.muted_for(user_id, Instant::now())
     }
 
     /// Whether a resume can be served, and the messages to replay.
@@ -512,15 +496,8 @@ impl Room {
 
     /// Why a user may not be here, if banned (room ban or store ban).
     pub fn ban_reason(&self, user_id: &str) -> Option<String> {
-        if let Some(r) = self.bans.get(user_id) {
-            return Some(r.clone());
-        }
-        let now = now_ms();
-        self.reference
-            .bans
-            .iter()
-            .find(|b| b.applies(user_id, &self.name, now))
-            .map(|b| b.reason.clone().unwrap_or_else(|| "banned".into()))
+        self.moderation
+            .ban_reason(user_id, &self.name, &self.reference.bans, now_ms())
     }
 
     /// New reference data (the whole of it, whatever its version): names,
@@ -594,18 +571,13 @@ impl Room {
                 c.out.close_after_queue(code, reason);
             }
         }
-        for out in self.plain.values() {
-            out.close_after_queue(code, reason);
-        }
     }
 
     pub fn stats(&self) -> RoomStats {
         RoomStats {
             members: u32::try_from(self.users.len()).unwrap_or(u32::MAX),
-            connections: u32::try_from(
-                self.users.values().map(|u| u.conns.len()).sum::<usize>() + self.plain.len(),
-            )
-            .unwrap_or(u32::MAX),
+            connections: u32::try_from(self.users.values().map(|u| u.conns.len()).sum::<usize>())
+                .unwrap_or(u32::MAX),
             messages_in: self.messages_in,
             messages_out: self.messages_out,
             epoch: self.epoch,
@@ -618,31 +590,6 @@ impl Room {
     /// Messages waiting for the store.
     pub fn pending_writes(&self) -> usize {
         self.outbox.len()
-    }
-
-    /// Adds a shootout-mode connection.
-    pub fn add_plain(&mut self, out: Arc<Outbound>) -> u64 {
-        self.next_conn += 1;
-        self.plain.insert(self.next_conn, out);
-        self.next_conn
-    }
-
-    pub fn remove_plain(&mut self, id: u64) {
-        self.plain.remove(&id);
-    }
-
-    /// Sends a frame to every shootout-mode connection.
-    pub fn broadcast_plain(&mut self, bytes: &Utf8Bytes) {
-        self.messages_in += 1;
-        let started = Instant::now();
-        let mut sent = 0;
-        for out in self.plain.values() {
-            if out.send(bytes) {
-                sent += 1;
-            }
-        }
-        self.fanout.observe(started.elapsed().as_secs_f64());
-        self.messages_out += sent;
     }
 
     /// Every connection (for pings).

@@ -5,9 +5,12 @@
 //! included) as `{"type":"broadcast","payload":P}`, then
 //! `{"type":"broadcastResult","payload":P}` to the sender.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use chat_shared::ipc::{Histogram, RoomStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -21,6 +24,60 @@ struct Frame<'a> {
     kind: &'a str,
     #[serde(borrow)]
     payload: &'a RawValue,
+}
+
+/// The connections of a shootout-mode room (no identity, no presence) and
+/// their counters.
+#[derive(Debug, Default)]
+pub struct Conns {
+    conns: HashMap<u64, Arc<Outbound>>,
+    next: u64,
+    messages_in: u64,
+    messages_out: u64,
+    fanout: Histogram,
+}
+
+impl Conns {
+    pub fn add(&mut self, out: Arc<Outbound>) -> u64 {
+        self.next += 1;
+        self.conns.insert(self.next, out);
+        self.next
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+
+    /// Sends a frame to every connection.
+    pub fn broadcast(&mut self, bytes: &Utf8Bytes) {
+        self.messages_in += 1;
+        let started = Instant::now();
+        let mut sent = 0;
+        for out in self.conns.values() {
+            if out.send(bytes) {
+                sent += 1;
+            }
+        }
+        self.fanout.observe(started.elapsed().as_secs_f64());
+        self.messages_out += sent;
+    }
+
+    /// Closes every connection after what is queued.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for out in self.conns.values() {
+            out.close_after_queue(code, reason);
+        }
+    }
+
+    /// Adds these connections and counters to the room's.
+    pub fn add_to(&self, stats: &mut RoomStats) {
+        stats.connections = stats
+            .connections
+            .saturating_add(u32::try_from(self.conns.len()).unwrap_or(u32::MAX));
+        stats.messages_in += self.messages_in;
+        stats.messages_out += self.messages_out;
+        stats.fanout.add(&self.fanout);
+    }
 }
 
 /// What the server answers to one client frame.
@@ -56,7 +113,7 @@ pub async fn serve(socket: WebSocket, worker: Arc<Worker>) {
     let (sink, mut stream) = socket.split();
     let (out, rx) = Outbound::new(worker.outbound_limit());
     let writer = tokio::spawn(crate::conn::write_loop(sink, rx, out.clone()));
-    let id = worker.room().add_plain(out.clone());
+    let id = worker.shootout().add(out.clone());
     loop {
         let next = tokio::select! {
             _ = out.cancel.cancelled() => break,
@@ -83,14 +140,13 @@ pub async fn serve(socket: WebSocket, worker: Arc<Worker>) {
                 out.send(&bytes);
             }
             Reply::Broadcast { all, result } => {
-                let mut room = worker.room();
-                room.broadcast_plain(&all);
+                worker.shootout().broadcast(&all);
                 out.send(&result);
             }
             Reply::Ignore => {}
         }
     }
-    worker.room().remove_plain(id);
+    worker.shootout().remove(id);
     out.cancel.cancel();
     let _ = writer.await;
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use chat_shared::ipc::{RoomConfig, ServerConfig, WorkerMsg};
+use chat_shared::ipc::{RoomConfig, RoomStats, ServerConfig, WorkerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +15,8 @@ pub struct Worker {
     pub port: u16,
     pub created_unix_ms: u64,
     room: Mutex<Room>,
+    /// The connections of a shootout-mode room (outside the chat room).
+    shootout: Mutex<crate::shootout::Conns>,
     pub server: Mutex<ServerConfig>,
     /// Cancelled when the worker must end; the reason is in `end_reason`.
     pub shutdown: CancellationToken,
@@ -38,6 +40,7 @@ impl Worker {
             port,
             created_unix_ms,
             room: Mutex::new(room),
+            shootout: Mutex::new(crate::shootout::Conns::default()),
             server: Mutex::new(server),
             shutdown: CancellationToken::new(),
             end_reason: Mutex::new(String::new()),
@@ -50,6 +53,18 @@ impl Worker {
     /// recovered: the room's data stays usable.
     pub fn room(&self) -> MutexGuard<'_, Room> {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shootout-mode connections (poisoning recovered as for the room).
+    pub fn shootout(&self) -> MutexGuard<'_, crate::shootout::Conns> {
+        self.shootout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room's counters, shootout connections included.
+    pub fn stats(&self) -> RoomStats {
+        let mut stats = self.room().stats();
+        self.shootout().add_to(&mut stats);
+        stats
     }
 
     /// The room's configuration, as the master gave it.
@@ -86,6 +101,7 @@ impl Worker {
         }
         *self.end_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
         self.room().shutdown(reason, code);
+        self.shootout().close_all(code, reason);
         self.shutdown.cancel();
     }
 }
