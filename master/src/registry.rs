@@ -269,6 +269,7 @@ impl Registry {
                 outbound_queue_bytes: cfg.outbound_queue_bytes,
                 ipc_heartbeat_ms: millis(cfg.ipc_heartbeat),
                 refuse_joins: false,
+                limits: cfg.limits(),
             }),
         }
     }
