@@ -34,7 +34,7 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Range of room ports, `FIRST-LAST`.
-    #[arg(long, env = "ROOM_PORTS", default_value = "34000-34999", value_parser = parse_range)]
+    #[arg(long, env = "ROOM_PORTS", default_value = "20000-20999", value_parser = parse_range)]
     pub room_ports: (u16, u16),
     /// Most rooms at once (default: the size of the port range).
     #[arg(long, env = "MAX_ROOMS")]

@@ -335,6 +335,7 @@ impl Registry {
         let port = self.free_port(&rooms).ok_or(Refused::NoCapacity)?;
         let entry = Arc::new(RoomEntry::new(name.to_owned(), settings, port, now_ms()));
         rooms.insert(name.to_owned(), entry.clone());
+        prune_failed(&mut rooms);
         Ok((entry, true))
     }
 
@@ -454,6 +455,24 @@ impl Registry {
 
     pub fn ipc_heartbeat(&self) -> Duration {
         Duration::from_millis(lock(&self.server).ipc_heartbeat_ms)
+    }
+}
+
+/// Failed rooms kept listed at most; past it the oldest are forgotten.
+const MAX_FAILED: usize = 64;
+
+fn prune_failed(rooms: &mut HashMap<String, Arc<RoomEntry>>) {
+    let mut failed: Vec<(u64, String)> = rooms
+        .values()
+        .filter(|e| matches!(e.state(), RoomState::Failed(_)))
+        .map(|e| (e.created_unix_ms, e.name.clone()))
+        .collect();
+    if failed.len() <= MAX_FAILED {
+        return;
+    }
+    failed.sort();
+    for (_, name) in &failed[..failed.len() - MAX_FAILED] {
+        rooms.remove(name);
     }
 }
 

@@ -75,8 +75,8 @@ pub fn start(master: &Shared, entry: Arc<RoomEntry>, adopted: Option<u32>) {
 
 fn spawn_worker(master: &Shared, entry: &RoomEntry) -> std::io::Result<Child> {
     let mut cmd = Command::new(&master.worker_bin);
-    cmd.arg("--room")
-        .arg(&entry.name)
+    // `--room=<name>`: a name starting with '-' can never pass for a flag.
+    cmd.arg(format!("--room={}", entry.name))
         .arg("--port")
         .arg(entry.port().to_string())
         .arg("--master-socket")

@@ -53,6 +53,23 @@ impl Default for Limits {
     }
 }
 
+/// Longest `message` of an `error` frame, in characters: errors may quote
+/// what the client sent, and must not echo kilobytes of it back.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 256;
+
+/// `message` cut to [`MAX_ERROR_MESSAGE_CHARS`] (with `…` when cut).
+pub fn cap_error_message(message: String) -> String {
+    match message.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
+        None => message,
+        Some((at, _)) => {
+            let mut cut = message;
+            cut.truncate(at);
+            cut.push('…');
+            cut
+        }
+    }
+}
+
 /// Whether `origin` (the `Origin` header) may open a WebSocket. Requests
 /// without the header are not from browsers and are allowed.
 pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
@@ -71,6 +88,15 @@ pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_are_capped() {
+        assert_eq!(cap_error_message("short".into()), "short");
+        let long = "é".repeat(10_000);
+        let cut = cap_error_message(long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_MESSAGE_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 
     #[test]
     fn origins() {

@@ -4,6 +4,7 @@
 //! snapshot (settings, server config, secrets), bind the room's port, tell the
 //! master it is listening, then serve until told to stop or the time limit.
 
+mod caps;
 mod commands;
 mod conn;
 mod filters;
@@ -103,6 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         epoch,
         seq,
     );
+    room.welcome_history_bytes = snapshot.server.limits.welcome_history_bytes as usize;
     room.apply_reference(snapshot.reference.clone());
     room.load_recent(snapshot.recent);
     let (to_master, outgoing) = tokio::sync::mpsc::unbounded_channel();

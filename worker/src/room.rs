@@ -74,6 +74,7 @@ impl User {
         UserRef {
             id: self.id.clone(),
             name: self.name.clone(),
+            guest: self.role == Role::Guest,
         }
     }
 
@@ -83,6 +84,7 @@ impl User {
             name: self.name.clone(),
             role: self.role,
             connections: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
+            guest: self.role == Role::Guest,
         }
     }
 }
@@ -132,6 +134,8 @@ pub struct Room {
     pub fanout: chat_shared::ipc::Histogram,
     /// Connections of a shootout-mode room (no identity, no presence).
     plain: HashMap<u64, Arc<Outbound>>,
+    /// Bytes of message text a `welcome` replays at most.
+    pub welcome_history_bytes: usize,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -152,6 +156,7 @@ fn chat_message(m: StoredMessage) -> ChatMessage {
     ChatMessage {
         seq: m.seq,
         from: UserRef {
+            guest: m.user_id.starts_with(crate::identity::GUEST_PREFIX),
             id: m.user_id,
             name: m.name,
         },
@@ -197,6 +202,8 @@ impl Room {
             messages_out: 0,
             fanout: Default::default(),
             plain: HashMap::new(),
+            welcome_history_bytes: chat_shared::limits::Limits::default().welcome_history_bytes
+                as usize,
         }
     }
 
@@ -251,7 +258,7 @@ impl Room {
     ) {
         let bytes = encode(&ServerMsg::Error {
             code: code.to_owned(),
-            message: message.into(),
+            message: chat_shared::limits::cap_error_message(message.into()),
             retry_after_ms,
         });
         self.send_to(conn, &bytes);
@@ -292,6 +299,18 @@ impl Room {
             who.name = name.clone();
         }
         let first = !self.users.contains_key(&who.id);
+        // A guest may not pose as a signed-in user present in the room.
+        if who.role == Role::Guest
+            && self
+                .users
+                .values()
+                .any(|u| u.role != Role::Guest && crate::identity::same_name(&u.name, &who.name))
+        {
+            return Err(Refusal::new(
+                close::BAD_REQUEST,
+                "name is taken by a signed-in member",
+            ));
+        }
         if first
             && let Some(max) = self.settings.max_members
             && self.users.len() >= max as usize
@@ -330,9 +349,21 @@ impl Room {
         let history = if resumed {
             Vec::new()
         } else {
+            // The latest `history_size` messages, as many as fit the byte
+            // budget of a welcome.
             let n = self.settings.history_size as usize;
-            let skip = self.history.len().saturating_sub(n);
-            self.history.iter().skip(skip).cloned().collect()
+            let mut budget = self.welcome_history_bytes;
+            let mut newest: Vec<ChatMessage> = Vec::new();
+            for m in self.history.iter().rev().take(n) {
+                let size = m.text.len() + m.from.name.len() + m.from.id.len();
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                newest.push(m.clone());
+            }
+            newest.reverse();
+            newest
         };
         let deleted = match resume {
             Some(r) if resumed => self
