@@ -45,8 +45,9 @@ pub struct ListenerLimits {
     /// No byte read or written for this long closes the connection.
     pub idle_timeout: Duration,
     /// The whole HTTP phase of a connection (until it is upgraded or
-    /// answered) lasts at most this long; keep-alive is then off. `None` on
-    /// the APIs.
+    /// answered) lasts at most this long. `None` on the APIs. (Keep-alive
+    /// stays on: hyper would answer an upgrade with `Connection: close`
+    /// otherwise.)
     pub handshake_timeout: Option<Duration>,
     /// New connections per client address and second (0: no cap). Peers in
     /// `trusted_proxies` are exempt: they carry many clients.
@@ -183,8 +184,7 @@ async fn serve_one(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(limits.handshake_timeout.is_none());
+        .header_read_timeout(limits.header_timeout);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     let deadline = limits

@@ -93,3 +93,73 @@ pub fn set_nofile(pid: i32, limit: u64) {
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
 }
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket to a room with extra request headers; the HTTP status
+/// when the server refuses the upgrade.
+pub async fn ws_with(port: u16, query: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut req = format!("ws://127.0.0.1:{port}/?{query}")
+        .into_client_request()
+        .expect("a valid URL");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).expect("a valid header name"),
+            HeaderValue::from_str(v).expect("a valid header value"),
+        );
+    }
+    match chat_tests::within(
+        chat_tests::TIMEOUT,
+        "WebSocket handshake",
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(Error::Http(res)) => Err(res.status().as_u16()),
+        Err(e) => panic!("WebSocket handshake: {e}"),
+    }
+}
+
+/// The first thing a joining client gets: a JSON frame or a close code.
+#[derive(Debug)]
+pub enum First {
+    Json(serde_json::Value),
+    Close(u16, String),
+}
+
+pub async fn first(ws: &mut Ws) -> First {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = chat_tests::within(chat_tests::TIMEOUT, "a first frame", ws.next()).await;
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                return First::Json(serde_json::from_str(&t).expect("JSON frame"));
+            }
+            Some(Ok(Message::Close(Some(f)))) => {
+                return First::Close(f.code.into(), f.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                return First::Close(0, String::new());
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Joins and returns the close code the server answered with (0: it let
+/// the client in with a `welcome`).
+pub async fn join_code(port: u16, query: &str, headers: &[(&str, &str)]) -> (u16, Option<Ws>) {
+    let mut ws = ws_with(port, query, headers)
+        .await
+        .unwrap_or_else(|s| panic!("upgrade refused with {s}"));
+    match first(&mut ws).await {
+        First::Json(v) if v["type"] == "welcome" => (0, Some(ws)),
+        First::Json(v) => panic!("first frame: {v}"),
+        First::Close(code, _) => (code, None),
+    }
+}
