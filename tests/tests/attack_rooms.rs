@@ -242,3 +242,31 @@ async fn memory_is_returned_after_a_connection_storm() {
         "no memory was returned: {after} KiB >= {peak} KiB"
     );
 }
+
+/// Defence: a room whose port is taken by another process (here: the first
+/// ports of the range, as sockets in TIME_WAIT or an unrelated service would)
+/// moves to another free port; the create answers 200, not 500, while
+/// /health reports free slots. Without the retry the create fails with 500.
+#[tokio::test]
+async fn a_taken_room_port_moves_the_room_elsewhere() {
+    let s = Server::default_server().await;
+    let (first, _) = s.room_ports;
+    let mut squatters = Vec::new();
+    for port in first..first + 3 {
+        if let Ok(l) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            squatters.push(l);
+        }
+    }
+    assert!(!squatters.is_empty(), "could not take any room port");
+    let r = s.create_room_with("squatted", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let port = r.data()["port"].as_u64().expect("port");
+    assert!(
+        !(u64::from(first)..u64::from(first) + 3).contains(&port),
+        "the room got a taken port {port}"
+    );
+    let text = attack_common::raw_get(port as u16, "/", None, chat_tests::TIMEOUT)
+        .await
+        .expect("the room answers");
+    assert!(text.ends_with("squatted"), "{text}");
+}
