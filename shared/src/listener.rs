@@ -107,7 +107,7 @@ pub async fn serve(
     } else {
         limits.max_connections
     }));
-    let rate = RateByIp::new(limits.new_per_ip_per_sec);
+    let rate = RateByIp::default();
     let conns = TaskTracker::new();
     let mut refused_logged = Instant::now() - Duration::from_secs(60);
     loop {
@@ -127,11 +127,12 @@ pub async fn serve(
             },
         };
         let ip = canonical(peer.ip());
-        let refused = if !limits.trusted_proxies.trusts(ip) && !rate.admit(ip) {
-            Some("new connections from this address per second")
-        } else {
-            None
-        };
+        let refused =
+            if !limits.trusted_proxies.trusts(ip) && !rate.admit(ip, limits.new_per_ip_per_sec) {
+                Some("new connections from this address per second")
+            } else {
+                None
+            };
         let permit = match refused {
             Some(_) => None,
             None => permits.clone().try_acquire_owned().ok(),
@@ -305,25 +306,27 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// New connections per address in the current second.
-struct RateByIp {
-    per_sec: u32,
+/// New connections per address in the current second (rooms use it too,
+/// for clients behind a trusted proxy).
+#[derive(Debug)]
+pub struct RateByIp {
     seen: Mutex<(u64, HashMap<IpAddr, u32>)>,
     epoch: Instant,
 }
 
-impl RateByIp {
-    fn new(per_sec: u32) -> Self {
+impl Default for RateByIp {
+    fn default() -> Self {
         Self {
-            per_sec,
             seen: Mutex::new((0, HashMap::new())),
             epoch: Instant::now(),
         }
     }
+}
 
-    /// Counts one connection of `ip`; false when over the rate.
-    fn admit(&self, ip: IpAddr) -> bool {
-        if self.per_sec == 0 {
+impl RateByIp {
+    /// Counts one connection of `ip`; false when over `per_sec` (0: no cap).
+    pub fn admit(&self, ip: IpAddr, per_sec: u32) -> bool {
+        if per_sec == 0 {
             return true;
         }
         let second = self.epoch.elapsed().as_secs();
@@ -335,7 +338,7 @@ impl RateByIp {
         }
         let n = seen.1.entry(ip).or_insert(0);
         *n = n.saturating_add(1);
-        *n <= self.per_sec
+        *n <= per_sec
     }
 }
 
@@ -345,18 +348,18 @@ mod tests {
 
     #[test]
     fn rate_per_ip() {
-        let r = RateByIp::new(2);
+        let r = RateByIp::default();
         let a: IpAddr = "1.1.1.1".parse().unwrap();
         let b: IpAddr = "2.2.2.2".parse().unwrap();
         // Within one second (unless the test straddles a boundary, in which
         // case a fresh window only admits more, never fewer).
-        assert!(r.admit(a));
-        assert!(r.admit(a));
-        let third = r.admit(a);
-        assert!(r.admit(b));
+        assert!(r.admit(a, 2));
+        assert!(r.admit(a, 2));
+        let third = r.admit(a, 2);
+        assert!(r.admit(b, 2));
         if r.epoch.elapsed().as_secs() == 0 {
             assert!(!third);
         }
-        assert!(RateByIp::new(0).admit(a));
+        assert!(RateByIp::default().admit(a, 0));
     }
 }

@@ -28,6 +28,9 @@ struct Counts {
 #[derive(Debug, Default)]
 pub struct ConnCaps {
     counts: Mutex<Counts>,
+    /// New connections per second of clients behind trusted proxies (the
+    /// listener rates direct peers itself).
+    forwarded_rate: chat_shared::listener::RateByIp,
 }
 
 /// One admitted connection; dropping it gives its place back.
@@ -44,13 +47,27 @@ impl ConnCaps {
     }
 
     /// Admits one connection of `user` from `ip` (`None`: not counted per
-    /// address, e.g. a trusted proxy that did not say who the client is).
+    /// address, e.g. a trusted proxy that did not say who the client is);
+    /// `forwarded`: the address came from a trusted proxy's header, so the
+    /// rate of new connections is checked here.
     pub fn admit(
         self: &Arc<Self>,
         limits: &Limits,
         user: &str,
         ip: Option<IpAddr>,
+        forwarded: bool,
     ) -> Result<CapPermit, Refusal> {
+        if forwarded
+            && let Some(ip) = ip
+            && !self
+                .forwarded_rate
+                .admit(ip, limits.new_conns_per_ip_per_sec)
+        {
+            return Err(Refusal::new(
+                close::POLICY,
+                "too many new connections from this address",
+            ));
+        }
         let mut c = self.lock();
         let over = |cap: u32, n: u32| cap != 0 && n >= cap;
         if over(limits.max_room_connections, c.total) {
@@ -164,23 +181,23 @@ mod tests {
         let l = limits();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let p1 = caps.admit(&l, "u1", Some(a)).unwrap();
-        let _p2 = caps.admit(&l, "u1", Some(a)).unwrap();
+        let p1 = caps.admit(&l, "u1", Some(a), false).unwrap();
+        let _p2 = caps.admit(&l, "u1", Some(a), false).unwrap();
         assert_eq!(
-            caps.admit(&l, "u1", Some(b)).unwrap_err().code,
+            caps.admit(&l, "u1", Some(b), false).unwrap_err().code,
             close::POLICY
         );
-        let _p3 = caps.admit(&l, "u2", Some(a)).unwrap();
+        let _p3 = caps.admit(&l, "u2", Some(a), false).unwrap();
         assert_eq!(
-            caps.admit(&l, "u3", Some(a)).unwrap_err().code,
+            caps.admit(&l, "u3", Some(a), false).unwrap_err().code,
             close::POLICY
         );
-        let _p4 = caps.admit(&l, "u3", None).unwrap();
+        let _p4 = caps.admit(&l, "u3", None, false).unwrap();
         assert_eq!(
-            caps.admit(&l, "u4", Some(b)).unwrap_err().code,
+            caps.admit(&l, "u4", Some(b), false).unwrap_err().code,
             close::TRY_AGAIN_LATER
         );
         drop(p1);
-        assert!(caps.admit(&l, "u1", Some(b)).is_ok());
+        assert!(caps.admit(&l, "u1", Some(b), false).is_ok());
     }
 }

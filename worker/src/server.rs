@@ -96,9 +96,10 @@ async fn root(
     // connection.
     let (who, permit) = match who {
         Ok(id) => {
-            let ip =
-                peer.map(|axum::Extension(ConnectInfo(p))| client_ip(limits, &headers, p.ip()));
-            match worker.caps.admit(limits, &id.id, ip.flatten()) {
+            let (ip, forwarded) = peer
+                .map(|axum::Extension(ConnectInfo(p))| client_ip(limits, &headers, p.ip()))
+                .unwrap_or((None, false));
+            match worker.caps.admit(limits, &id.id, ip, forwarded) {
                 Ok(permit) => (Ok(id), Some(permit)),
                 Err(refusal) => {
                     tracing::info!(room = %worker.name, user = %id.id, reason = %refusal.reason, "join refused over a cap");
@@ -119,10 +120,12 @@ async fn root(
 }
 
 /// The client's address for per-address caps: `None` when it is a trusted
-/// proxy that did not say whom it carries (it is not one client).
-fn client_ip(limits: &Limits, headers: &HeaderMap, peer: IpAddr) -> Option<IpAddr> {
+/// proxy that did not say whom it carries (it is not one client); and
+/// whether it came from a trusted proxy's `X-Forwarded-For`.
+fn client_ip(limits: &Limits, headers: &HeaderMap, peer: IpAddr) -> (Option<IpAddr>, bool) {
     let proxies = TrustedProxies::parse(&limits.trusted_proxies).unwrap_or_default();
     let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = proxies.client_ip(peer, xff);
-    (!proxies.trusts(ip)).then_some(ip)
+    let forwarded = ip != chat_shared::client_ip::canonical(peer);
+    ((!proxies.trusts(ip)).then_some(ip), forwarded)
 }
