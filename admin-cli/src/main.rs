@@ -136,6 +136,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Joins a room: an interactive (or scripted, from stdin) chat client.
     Join(join::JoinArgs),
+    /// Shows the API keys (from <run-dir>/keys.json when the master
+    /// generated them; the master never prints them).
+    Keys,
     /// Re-renders the rooms table every interval until Ctrl-C.
     Watch {
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -188,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(&ctx, &args),
         Command::Join(args) => join::run(&ctx, args).await,
         Command::Watch { interval } => watch::watch(&ctx, interval).await,
+        Command::Keys => keys::keys(&ctx),
     }
 }
 

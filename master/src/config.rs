@@ -34,7 +34,7 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Range of room ports, `FIRST-LAST`.
-    #[arg(long, env = "ROOM_PORTS", default_value = "34000-34999", value_parser = parse_range)]
+    #[arg(long, env = "ROOM_PORTS", default_value = "20000-20999", value_parser = parse_range)]
     pub room_ports: (u16, u16),
     /// Most rooms at once (default: the size of the port range).
     #[arg(long, env = "MAX_ROOMS")]
@@ -112,6 +112,63 @@ pub struct Config {
     /// containing this text, as if they were invalid.
     #[arg(long, hide = true)]
     pub test_poison: Option<String>,
+
+    // Limits against abuse (SECURITY.md lists each with its default).
+    /// Time a client gets to send a request's headers; also the longest
+    /// wait for the next request on a kept-alive connection.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection that moves no byte for this long is closed.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time a room-port connection gets to become a WebSocket.
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Open connections of the room API at most.
+    #[arg(long, env = "MAX_API_CONNECTIONS", default_value_t = 2048)]
+    pub max_api_connections: usize,
+    /// Open connections of the admin API at most (its own reserve: it stays
+    /// reachable when the room API is saturated).
+    #[arg(long, env = "MAX_ADMIN_CONNECTIONS", default_value_t = 64)]
+    pub max_admin_connections: usize,
+    /// New connections one client address may open per second on one
+    /// listener (0: no cap).
+    #[arg(long, env = "MAX_NEW_CONNECTIONS_PER_IP", default_value_t = 50)]
+    pub max_new_connections_per_ip: u32,
+    /// Proxies whose X-Forwarded-For is believed, comma-separated
+    /// addresses or blocks (`127.0.0.1,10.0.0.0/8`; empty: none). Their own
+    /// connections are not capped per address (they carry many clients).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_block, default_value = "127.0.0.1,::1")]
+    pub trusted_proxies: Vec<String>,
+    /// Open connections of one room at most.
+    #[arg(long, env = "MAX_ROOM_CONNECTIONS", default_value_t = 10_000)]
+    pub max_room_connections: u32,
+    /// Open connections of one user to one room at most.
+    #[arg(long, env = "MAX_USER_CONNECTIONS", default_value_t = 20)]
+    pub max_user_connections: u32,
+    /// Open connections from one client address to one room at most.
+    #[arg(long, env = "MAX_IP_CONNECTIONS", default_value_t = 200)]
+    pub max_ip_connections: u32,
+    /// Bytes of history replayed in a `welcome` at most.
+    #[arg(long, env = "WELCOME_HISTORY_BYTES", default_value_t = 64 * 1024)]
+    pub welcome_history_bytes: u32,
+    /// Origins allowed to open WebSockets, comma-separated
+    /// (`https://app.example.com`); unset: any origin.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+fn parse_block(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    s.parse::<chat_shared::client_ip::IpNet>()
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The room API version the original chatserver advertised.
@@ -167,6 +224,32 @@ impl Config {
             base.to_owned()
         };
         Some(format!("{ws}/rooms/{port}"))
+    }
+
+    /// The limits handed to rooms and listeners.
+    pub fn limits(&self) -> chat_shared::limits::Limits {
+        chat_shared::limits::Limits {
+            header_timeout_ms: millis(self.header_timeout),
+            idle_timeout_ms: millis(self.idle_timeout),
+            handshake_timeout_ms: millis(self.handshake_timeout),
+            new_conns_per_ip_per_sec: self.max_new_connections_per_ip,
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .filter(|b| !b.is_empty())
+                .cloned()
+                .collect(),
+            max_room_connections: self.max_room_connections,
+            max_user_connections: self.max_user_connections,
+            max_ip_connections: self.max_ip_connections,
+            welcome_history_bytes: self.welcome_history_bytes,
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        }
     }
 
     pub fn capacity(&self) -> usize {

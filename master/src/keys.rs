@@ -49,7 +49,7 @@ pub fn matches(presented: Option<&str>, expected: &str) -> bool {
 
 impl Keys {
     /// Uses the given keys, generating what is missing. Generated keys are
-    /// printed once and written to `keys.json` (mode 0600) in the run dir.
+    /// written to `keys.json` (mode 0600) in the run dir, never printed.
     pub fn resolve(
         key: Option<String>,
         admin_key: Option<String>,
@@ -84,10 +84,12 @@ impl Keys {
                 .mode(0o600)
                 .open(&path)?;
             f.write_all(&body)?;
-            println!("chatserver: KEY or ADMIN_KEY was not set; generated keys (shown once):");
-            println!("  KEY={}", keys.key);
-            println!("  ADMIN_KEY={}", keys.admin_key);
-            println!("  also in {} (owner-only)", path.display());
+            // Never the keys themselves: stdout and logs end up in service
+            // managers' journals. Only where they are.
+            tracing::warn!(
+                path = %path.display(),
+                "KEY or ADMIN_KEY was not set: generated keys are stored (owner-only) in this file; `chatctl keys --run-dir <dir>` shows them"
+            );
         } else {
             // Keys given by the operator are never written to disk.
             let _ = std::fs::remove_file(&path);

@@ -192,6 +192,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         main_listener,
         http::main_api::router(master.clone()),
         "room API",
+        master.cfg.max_api_connections,
     );
     serve_api(
         &servers,
@@ -199,6 +200,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         admin_listener,
         http::admin_api::router(master.clone()),
         "admin API",
+        master.cfg.max_admin_connections,
     );
     servers.close();
     let heartbeats = TaskTracker::new();
@@ -271,30 +273,19 @@ async fn store_init(master: state::Shared) {
     }
 }
 
-/// Serves an API until the APIs stop (shutdown or restart).
+/// Serves an API until the APIs stop (shutdown or restart), with the
+/// listener's caps and timeouts (`chat_shared::listener`).
 fn serve_api(
     tasks: &TaskTracker,
     master: &state::Shared,
     listener: TcpListener,
     app: axum::Router,
     what: &'static str,
+    cap: usize,
 ) {
     let stop = master.api_stop.clone();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(nodelay(listener), app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "{what} failed");
-        }
-    });
-}
-
-/// Accepted API connections without the Nagle delay.
-fn nodelay(l: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    axum::serve::ListenerExt::tap_io(l, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    })
+    let limits = chat_shared::listener::ListenerLimits::api(what, &master.cfg.limits(), cap);
+    tasks.spawn(chat_shared::listener::serve(listener, app, limits, stop));
 }
 
 /// One heartbeat task per load balancer.

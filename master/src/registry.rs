@@ -261,6 +261,7 @@ impl Registry {
                 outbound_queue_bytes: cfg.outbound_queue_bytes,
                 ipc_heartbeat_ms: millis(cfg.ipc_heartbeat),
                 refuse_joins: false,
+                limits: cfg.limits(),
             }),
         }
     }
@@ -334,6 +335,7 @@ impl Registry {
             Origin::Created,
         ));
         rooms.insert(name.to_owned(), entry.clone());
+        prune_failed(&mut rooms);
         Ok((entry, true))
     }
 
@@ -495,6 +497,24 @@ impl Registry {
 
     pub fn ipc_heartbeat(&self) -> Duration {
         Duration::from_millis(lock(&self.server).ipc_heartbeat_ms)
+    }
+}
+
+/// Failed rooms kept listed at most; past it the oldest are forgotten.
+const MAX_FAILED: usize = 64;
+
+fn prune_failed(rooms: &mut HashMap<String, Arc<RoomEntry>>) {
+    let mut failed: Vec<(u64, String)> = rooms
+        .values()
+        .filter(|e| matches!(e.state(), Lifecycle::Failed(_)))
+        .map(|e| (e.created_unix_ms, e.name.clone()))
+        .collect();
+    if failed.len() <= MAX_FAILED {
+        return;
+    }
+    failed.sort();
+    for (_, name) in &failed[..failed.len() - MAX_FAILED] {
+        rooms.remove(name);
     }
 }
 

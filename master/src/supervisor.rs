@@ -149,8 +149,8 @@ pub fn start(sup: &Sup, entry: Arc<RoomEntry>, adopted: Option<u32>) {
 
 fn spawn_worker(sup: &Sup, entry: &RoomEntry) -> std::io::Result<Child> {
     let mut cmd = sup.worker_bin.command();
-    cmd.arg("--room")
-        .arg(&entry.name)
+    // `--room=<name>`: a name starting with '-' can never pass for a flag.
+    cmd.arg(format!("--room={}", entry.name))
         .arg("--port")
         .arg(entry.port().to_string())
         .arg("--master-socket")

@@ -191,6 +191,8 @@ pub struct ServerConfig {
     pub ipc_heartbeat_ms: u64,
     /// The server drains with connections: new joins are refused.
     pub refuse_joins: bool,
+    /// Limits against abuse (connection caps, timeouts, origins).
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -205,6 +207,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("outbound_queue_bytes", &self.outbound_queue_bytes)
             .field("ipc_heartbeat_ms", &self.ipc_heartbeat_ms)
             .field("refuse_joins", &self.refuse_joins)
+            .field("limits", &self.limits)
             .finish()
     }
 }

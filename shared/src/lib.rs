@@ -9,12 +9,19 @@
 //! - [`room_name`]: the rule for room names;
 //! - [`protocol`]: the client WebSocket protocol's close codes and error codes;
 //! - `procfs` (feature `procfs`): process and machine facts from `/proc`, for
-//!   the master, the tests and the benchmarks.
+//!   the master, the tests and the benchmarks;
+//! - [`limits`]: limits against abuse, handed to rooms in the snapshot;
+//! - [`client_ip`]: client addresses behind trusted proxies;
+//! - `listener` (feature `listener`): the capped, timed accept loop.
 
 pub mod chunks;
+pub mod client_ip;
 pub mod framing;
 pub mod ipc;
+pub mod limits;
 pub mod link;
+#[cfg(feature = "listener")]
+pub mod listener;
 #[cfg(feature = "procfs")]
 pub mod procfs;
 pub mod protocol;

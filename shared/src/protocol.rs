@@ -84,6 +84,9 @@ impl Role {
 pub struct UserRef {
     pub id: String,
     pub name: String,
+    /// A guest (no signed token): names of guests prove nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 /// A member in `welcome`.
@@ -93,6 +96,9 @@ pub struct Member {
     pub name: String,
     pub role: Role,
     pub connections: u32,
+    /// A guest (no signed token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 /// A chat message, live or from history.

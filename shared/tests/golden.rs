@@ -16,6 +16,7 @@ use chat_shared::ipc::{
     Ban, Filter, Hello, HelloReply, Histogram, IPC_VERSION, MAGIC, MasterMsg, Reference,
     ReferenceDelta, RoomConfig, RoomStats, ServerConfig, Snapshot, StoredMessage, WorkerMsg,
 };
+use chat_shared::limits::Limits;
 use chat_shared::settings::RoomSettings;
 
 fn message(seq: u64) -> StoredMessage {
@@ -72,6 +73,18 @@ fn snapshot() -> Snapshot {
             outbound_queue_bytes: 1 << 20,
             ipc_heartbeat_ms: 1000,
             refuse_joins: false,
+            limits: Limits {
+                header_timeout_ms: 10_000,
+                idle_timeout_ms: 60_000,
+                handshake_timeout_ms: 10_000,
+                new_conns_per_ip_per_sec: 50,
+                trusted_proxies: vec!["127.0.0.1".into()],
+                max_room_connections: 10_000,
+                max_user_connections: 20,
+                max_ip_connections: 200,
+                welcome_history_bytes: 65_536,
+                allowed_origins: vec!["https://app.example.com".into()],
+            },
         },
         room: room_config(),
         history: Some((77, 41)),

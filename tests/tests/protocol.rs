@@ -60,7 +60,10 @@ async fn welcome_joined_left() {
     assert!(bob.close().await);
     let left = alice.recv_json().await;
     assert_eq!(left["type"], "left", "{left}");
-    assert_eq!(left["user"], json!({"id": bob_id, "name": "bob"}));
+    assert_eq!(
+        left["user"],
+        json!({"id": bob_id, "name": "bob", "guest": true})
+    );
 }
 
 #[tokio::test]
@@ -99,7 +102,10 @@ async fn say_reaches_others_and_acks_the_sender() {
         let m = c.recv_type("message").await;
         assert_eq!(m["seq"], 1);
         assert_eq!(m["text"], "hello");
-        assert_eq!(m["from"], json!({"id": alice.id(), "name": "alice"}));
+        assert_eq!(
+            m["from"],
+            json!({"id": alice.id(), "name": "alice", "guest": true})
+        );
         assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000, "{m}");
     }
     // The sender does not get its own message back.
@@ -142,8 +148,14 @@ async fn whisper_goes_to_the_target_only() {
         .send_json(json!({"type":"whisper","to": bob.id(),"text":"secret"}))
         .await;
     let w = bob.recv_type("whisper").await;
-    assert_eq!(w["from"], json!({"id": alice.id(), "name": "alice"}));
-    assert_eq!(w["to"], json!({"id": bob.id(), "name": "bob"}));
+    assert_eq!(
+        w["from"],
+        json!({"id": alice.id(), "name": "alice", "guest": true})
+    );
+    assert_eq!(
+        w["to"],
+        json!({"id": bob.id(), "name": "bob", "guest": true})
+    );
     assert_eq!(w["text"], "secret");
     assert!(w["ts"].is_u64());
     let skipped = carol.sync().await;
@@ -274,7 +286,10 @@ async fn typing_is_relayed_to_others() {
     alice.recv_type("joined").await;
     alice.send_json(json!({"type":"typing"})).await;
     let t = bob.recv_type("typing").await;
-    assert_eq!(t["user"], json!({"id": alice.id(), "name": "alice"}));
+    assert_eq!(
+        t["user"],
+        json!({"id": alice.id(), "name": "alice", "guest": true})
+    );
     let skipped = alice.sync().await;
     assert!(
         !skipped.iter().any(|f| f["type"] == "typing"),
@@ -292,7 +307,10 @@ async fn signal_is_relayed() {
         .send_json(json!({"type":"signal","to": bob.id(),"data": data}))
         .await;
     let sig = bob.recv_type("signal").await;
-    assert_eq!(sig["from"], json!({"id": alice.id(), "name": "alice"}));
+    assert_eq!(
+        sig["from"],
+        json!({"id": alice.id(), "name": "alice", "guest": true})
+    );
     assert_eq!(sig["data"], data);
 
     let big = "x".repeat(17 * 1024);

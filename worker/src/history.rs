@@ -25,6 +25,7 @@ pub fn chat_message(m: StoredMessage) -> ChatMessage {
     ChatMessage {
         seq: m.seq,
         from: UserRef {
+            guest: m.user_id.starts_with(crate::identity::GUEST_PREFIX),
             id: m.user_id,
             name: m.name,
         },

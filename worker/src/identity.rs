@@ -55,7 +55,49 @@ pub struct Policy<'a> {
     pub guests: bool,
 }
 
-/// Checks a display name: trimmed, 1–64 characters, no control characters.
+/// Whether `c` is invisible or reorders text: controls, format characters
+/// (Unicode category Cf: zero-width spaces and joiners, soft hyphen, word
+/// joiner, BOM, tags) including every bidirectional control, and line or
+/// paragraph separators. Such characters make one name look like another.
+pub fn is_hostile_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
+}
+
+/// Whether two display names would read the same (case and surrounding
+/// space ignored).
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
+/// Checks a display name: trimmed, 1–64 characters, no control, format or
+/// bidirectional characters.
 pub fn clean_name(raw: &str) -> Result<String, Refusal> {
     let name = raw.trim();
     if name.is_empty() {
@@ -64,10 +106,10 @@ pub fn clean_name(raw: &str) -> Result<String, Refusal> {
     if name.chars().count() > MAX_NAME_LEN {
         return Err(Refusal::new(close::BAD_REQUEST, "name is too long"));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(is_hostile_char) {
         return Err(Refusal::new(
             close::BAD_REQUEST,
-            "name has control characters",
+            "name has control, invisible or bidirectional characters",
         ));
     }
     Ok(name.to_owned())
@@ -114,6 +156,7 @@ fn verify_token(policy: &Policy<'_>, token: &str) -> Result<Identity, Refusal> {
     };
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_nbf = true;
     validation.leeway = 0;
     let data = jsonwebtoken::decode::<Claims>(
         token,
@@ -122,6 +165,9 @@ fn verify_token(policy: &Policy<'_>, token: &str) -> Result<Identity, Refusal> {
     )
     .map_err(|e| match e.kind() {
         ErrorKind::ExpiredSignature => Refusal::new(close::TOKEN_EXPIRED, "token expired"),
+        ErrorKind::ImmatureSignature => {
+            Refusal::new(close::UNAUTHORIZED, "token not valid yet (nbf)")
+        }
         ErrorKind::InvalidSignature => Refusal::new(close::UNAUTHORIZED, "invalid token signature"),
         ErrorKind::InvalidAlgorithm => Refusal::new(
             close::UNAUTHORIZED,
@@ -133,7 +179,11 @@ fn verify_token(policy: &Policy<'_>, token: &str) -> Result<Identity, Refusal> {
     if c.room != "*" && c.room != policy.room {
         return Err(Refusal::new(close::WRONG_ROOM, "token is for another room"));
     }
-    if c.sub.is_empty() || c.sub.starts_with(GUEST_PREFIX) || c.sub.len() > 128 {
+    if c.sub.is_empty()
+        || c.sub.starts_with(GUEST_PREFIX)
+        || c.sub.len() > 128
+        || c.sub.chars().any(is_hostile_char)
+    {
         return Err(Refusal::new(close::UNAUTHORIZED, "invalid token subject"));
     }
     let role = c.role.unwrap_or(Role::Member);
@@ -234,6 +284,46 @@ mod tests {
             identify(&P, Some("garbage"), None).unwrap_err().code,
             close::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn hostile_subjects_names_and_nbf() {
+        for sub in ["u\u{0}1", "u\n1", "u\u{202E}1", "u\u{200B}1"] {
+            let t = token("s3cret", json!({"sub":sub,"room":"r1","exp":now()+60}));
+            assert_eq!(
+                identify(&P, Some(&t), None).unwrap_err().code,
+                close::UNAUTHORIZED,
+                "{sub:?}"
+            );
+        }
+        let early = token(
+            "s3cret",
+            json!({"sub":"u1","room":"r1","exp":now()+600,"nbf":now()+300}),
+        );
+        assert_eq!(
+            identify(&P, Some(&early), None).unwrap_err().code,
+            close::UNAUTHORIZED
+        );
+        let ripe = token(
+            "s3cret",
+            json!({"sub":"u1","room":"r1","exp":now()+600,"nbf":now()-5}),
+        );
+        assert!(identify(&P, Some(&ripe), None).is_ok());
+        for name in [
+            "a\u{200D}b",
+            "\u{202E}nimda",
+            "x\u{FEFF}",
+            "a\u{2066}b",
+            "t\u{E0041}",
+        ] {
+            assert_eq!(
+                clean_name(name).unwrap_err().code,
+                close::BAD_REQUEST,
+                "{name:?}"
+            );
+        }
+        assert!(clean_name("Zoë 山田").is_ok());
+        assert!(same_name(" Mod ", "mod"));
     }
 
     #[test]

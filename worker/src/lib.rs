@@ -9,6 +9,7 @@
 //! snapshot (settings, server config, secrets), bind the room's port, tell the
 //! master it is listening, then serve until told to stop or the time limit.
 
+mod caps;
 mod commands;
 mod conn;
 mod filters;
@@ -121,6 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     room.apply_reference(snapshot.reference.clone());
     room.load_recent(snapshot.recent);
+    room.welcome_history_bytes = snapshot.server.limits.welcome_history_bytes as usize;
     let (to_master, outgoing) = tokio::sync::mpsc::unbounded_channel();
     room.to_master = Some(to_master.clone());
     let worker = Arc::new(Worker::new(
@@ -154,15 +156,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(signals(worker.clone()));
 
     let app = server::router(worker.clone());
-    let stop = worker.shutdown.clone();
-    // Chat frames are small and latency matters: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("serving the room")?;
+    // Caps and timeouts of the room's port (no Nagle delay either: chat
+    // frames are small and latency matters).
+    let limits = chat_shared::listener::ListenerLimits::room_port(&snapshot.server.limits);
+    chat_shared::listener::serve(listener, app, limits, worker.shutdown.clone()).await;
 
     worker.tracker.close();
     if tokio::time::timeout(DRAIN, worker.tracker.wait())

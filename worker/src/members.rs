@@ -41,6 +41,7 @@ impl User {
         UserRef {
             id: self.id.clone(),
             name: self.name.clone(),
+            guest: self.role == Role::Guest,
         }
     }
 
@@ -50,6 +51,7 @@ impl User {
             name: self.name.clone(),
             role: self.role,
             connections: u32::try_from(self.conns.len()).unwrap_or(u32::MAX),
+            guest: self.role == Role::Guest,
         }
     }
 }

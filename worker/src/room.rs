@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
-use chat_shared::protocol::{ChatMessage, Member, ServerMsg, UserRef, close, code};
+use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close, code};
 use chat_shared::settings::RoomSettings;
 
 use crate::filters::Filters;
@@ -65,6 +65,8 @@ pub struct Room {
     pub messages_in: u64,
     pub messages_out: u64,
     pub fanout: chat_shared::ipc::Histogram,
+    /// Bytes of message text a `welcome` replays at most.
+    pub welcome_history_bytes: usize,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -112,6 +114,8 @@ impl Room {
             messages_in: 0,
             messages_out: 0,
             fanout: Default::default(),
+            welcome_history_bytes: chat_shared::limits::Limits::default().welcome_history_bytes
+                as usize,
         }
     }
 
@@ -162,7 +166,7 @@ impl Room {
     ) {
         let bytes = encode(&ServerMsg::Error {
             code: code.to_owned(),
-            message: message.into(),
+            message: chat_shared::limits::cap_error_message(message.into()),
             retry_after_ms,
             client_id: None,
             seq: None,
@@ -196,6 +200,18 @@ impl Room {
             who.name = name.clone();
         }
         let first = !self.users.contains_key(&who.id);
+        // A guest may not pose as a signed-in user present in the room.
+        if who.role == Role::Guest
+            && self
+                .users
+                .values()
+                .any(|u| u.role != Role::Guest && crate::identity::same_name(&u.name, &who.name))
+        {
+            return Err(Refusal::new(
+                close::BAD_REQUEST,
+                "name is taken by a signed-in member",
+            ));
+        }
         if first
             && let Some(max) = self.settings.max_members
             && self.users.len() >= max as usize
@@ -225,9 +241,21 @@ impl Room {
         let history = if resumed {
             Vec::new()
         } else {
+            // The latest `history_size` messages, as many as fit the byte
+            // budget of a welcome.
             let n = self.settings.history_size as usize;
-            let skip = self.history.len().saturating_sub(n);
-            self.history.iter().skip(skip).cloned().collect()
+            let mut budget = self.welcome_history_bytes;
+            let mut newest: Vec<ChatMessage> = Vec::new();
+            for m in self.history.iter().rev().take(n) {
+                let size = m.text.len() + m.from.name.len() + m.from.id.len();
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                newest.push(m.clone());
+            }
+            newest.reverse();
+            newest
         };
         let deleted = match resume {
             Some(r) if resumed => self

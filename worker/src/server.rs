@@ -1,15 +1,18 @@
 //! The room's port: `GET /` answers the room name as text (as the original
 //! did), and WebSocket upgrades on `/` join the room.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use chat_shared::client_ip::TrustedProxies;
+use chat_shared::limits::{Limits, origin_allowed};
 use chat_shared::protocol::close;
 use chat_shared::settings::RoomMode;
 use serde::Deserialize;
@@ -33,6 +36,8 @@ pub fn router(worker: Arc<Worker>) -> Router {
 
 async fn root(
     State(worker): State<Arc<Worker>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     query: Result<Query<JoinQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -44,6 +49,12 @@ async fn root(
             .into_response();
     };
     let config = worker.config();
+    let limits = &config.limits;
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !origin_allowed(&limits.allowed_origins, origin) {
+        tracing::info!(room = %worker.name, origin = ?origin.map(|o| o.chars().take(100).collect::<String>()), "WebSocket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let max = config.max_frame_bytes as usize;
     let ws = ws
         .max_message_size(max)
@@ -81,9 +92,40 @@ async fn root(
             (who, resume)
         }
     };
+    // Caps per room, user and address; the permit lives as long as the
+    // connection.
+    let (who, permit) = match who {
+        Ok(id) => {
+            let (ip, forwarded) = peer
+                .map(|axum::Extension(ConnectInfo(p))| client_ip(limits, &headers, p.ip()))
+                .unwrap_or((None, false));
+            match worker.caps.admit(limits, &id.id, ip, forwarded) {
+                Ok(permit) => (Ok(id), Some(permit)),
+                Err(refusal) => {
+                    tracing::info!(room = %worker.name, user = %id.id, reason = %refusal.reason, "join refused over a cap");
+                    (Err(refusal), None)
+                }
+            }
+        }
+        Err(r) => (Err(r), None),
+    };
     let tracker = worker.tracker.clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(crate::conn::serve(socket, worker, who, resume))
+        tracker.track_future(async move {
+            crate::conn::serve(socket, worker, who, resume).await;
+            drop(permit);
+        })
     })
     .into_response()
+}
+
+/// The client's address for per-address caps: `None` when it is a trusted
+/// proxy that did not say whom it carries (it is not one client); and
+/// whether it came from a trusted proxy's `X-Forwarded-For`.
+fn client_ip(limits: &Limits, headers: &HeaderMap, peer: IpAddr) -> (Option<IpAddr>, bool) {
+    let proxies = TrustedProxies::parse(&limits.trusted_proxies).unwrap_or_default();
+    let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = proxies.client_ip(peer, xff);
+    let forwarded = ip != chat_shared::client_ip::canonical(peer);
+    ((!proxies.trusts(ip)).then_some(ip), forwarded)
 }

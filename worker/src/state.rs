@@ -25,6 +25,8 @@ pub struct Worker {
     pub tracker: TaskTracker,
     /// Messages for the master, sent by the link when it is up.
     pub to_master: mpsc::UnboundedSender<WorkerMsg>,
+    /// Open connections in all, per user and per address.
+    pub caps: std::sync::Arc<crate::caps::ConnCaps>,
 }
 
 impl Worker {
@@ -46,6 +48,7 @@ impl Worker {
             end_reason: Mutex::new(String::new()),
             tracker: TaskTracker::new(),
             to_master,
+            caps: Default::default(),
         }
     }
 

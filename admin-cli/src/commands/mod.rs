@@ -1,5 +1,6 @@
 //! The commands that talk to the master's HTTP APIs.
 
+pub mod keys;
 pub mod moderation;
 pub mod rooms;
 pub mod server;
