@@ -183,6 +183,8 @@ enum Proc {
 struct Exit {
     success: bool,
     what: String,
+    /// The exit code, when the process exited (not killed by a signal).
+    code: Option<i32>,
 }
 
 async fn wait_exit(proc: &mut Proc) -> Exit {
@@ -191,10 +193,12 @@ async fn wait_exit(proc: &mut Proc) -> Exit {
             Ok(s) => Exit {
                 success: s.success(),
                 what: s.to_string(),
+                code: s.code(),
             },
             Err(e) => Exit {
                 success: false,
                 what: format!("cannot wait: {e}"),
+                code: None,
             },
         },
         Proc::Adopted(pid) => wait_adopted(*pid).await,
@@ -208,6 +212,7 @@ async fn wait_adopted(pid: u32) -> Exit {
         return Exit {
             success: false,
             what: "bad pid".into(),
+            code: None,
         };
     };
     loop {
@@ -216,18 +221,21 @@ async fn wait_adopted(pid: u32) -> Exit {
                 return Exit {
                     success: code == 0,
                     what: format!("exit status: {code}"),
+                    code: Some(code),
                 };
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
                 return Exit {
                     success: false,
                     what: format!("signal: {sig}"),
+                    code: None,
                 };
             }
             Err(Errno::ECHILD) if !alive(pid) => {
                 return Exit {
                     success: false,
                     what: "gone (not our child; status unknown)".into(),
+                    code: None,
                 };
             }
             _ => {}
@@ -293,6 +301,11 @@ async fn supervise(sup: Sup, entry: Arc<RoomEntry>, adopted: Option<u32>) {
         // The next worker's hello may come before its pid is recorded: it
         // must not be refused for the dead one's pid.
         entry.pid.store(0, Ordering::Release);
+        // A worker that could not bind its port says so in its exit code too
+        // (its `BindFailed` frame may be read after the exit is seen).
+        if exit.code == Some(chat_shared::ipc::EXIT_PORT_TAKEN) {
+            entry.life.port_taken();
+        }
         let state = entry.state();
         // Asked to stop, or ended by itself (a clean exit): the room is over.
         if state == Lifecycle::Stopping

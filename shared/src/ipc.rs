@@ -17,6 +17,10 @@ pub const MAX_UNCONFIRMED: usize = 100_000;
 
 /// Bumped whenever any type in this module changes shape.
 pub const IPC_VERSION: u32 = 2;
+
+/// A room worker's exit code when its port could not be bound (EX_TEMPFAIL):
+/// the master picks another port.
+pub const EXIT_PORT_TAKEN: i32 = 75;
 /// First bytes of every `Hello`.
 pub const MAGIC: [u8; 8] = *b"CHATIPC\0";
 

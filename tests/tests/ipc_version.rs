@@ -97,7 +97,8 @@ async fn another_ipc_version_is_listed_incompatible_never_doubled_and_a_restart_
     // Both sides said it at warn, with both versions.
     let log = std::fs::read_to_string(&stderr).unwrap_or_default();
     assert!(
-        log.contains("speaks another IPC version") && log.contains("worker_version=1"),
+        log.contains("speaks another IPC version")
+            && log.contains(&format!("worker_version={}", chat_shared::ipc::IPC_VERSION)),
         "{log}"
     );
     assert!(

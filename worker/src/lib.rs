@@ -106,7 +106,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     reason: e.to_string(),
                 })
                 .await;
-            anyhow::bail!("cannot bind {addr}: {e}");
+            // The exit code tells the master too, whichever it sees first.
+            tracing::warn!(%addr, error = %e, "cannot bind the room's port");
+            std::process::exit(chat_shared::ipc::EXIT_PORT_TAKEN);
         }
     };
     // The master says where the history continues; a brand-new epoch
