@@ -338,7 +338,11 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
         }
         WorkerMsg::BindFailed { port, reason } => {
             tracing::warn!(room = %entry.name, port, %reason, "room could not bind its port");
-            entry.life.port_taken();
+            // A late notice of an earlier worker (its exit code already moved
+            // the room to another port) must not touch the current one.
+            if port == entry.port() {
+                entry.life.port_taken();
+            }
         }
         WorkerMsg::Pong { .. } => {}
         WorkerMsg::Stats(s) => {

@@ -45,30 +45,50 @@ pub struct Nx {
 impl Nx {
     /// On a free port, with its database in a file.
     pub async fn start_file() -> Nx {
-        Self::start_on(procs::free_port(), true).await
+        Self::start_free(true).await
     }
 
     /// On a free port, in memory.
     pub async fn start_memory() -> Nx {
-        Self::start_on(procs::free_port(), false).await
+        Self::start_free(false).await
+    }
+
+    /// On a free port: a port found free can be taken by a parallel test
+    /// before the server binds it; then another port is tried.
+    async fn start_free(file: bool) -> Nx {
+        for _ in 0..4 {
+            let mut nx = Self::new_on(procs::free_port(), file);
+            match nx.spawn().await {
+                Ok(()) => return nx,
+                Err(out) if out.contains("address already in use") => continue,
+                Err(out) => panic!("{out}"),
+            }
+        }
+        let mut nx = Self::new_on(procs::free_port(), file);
+        nx.spawn().await.unwrap_or_else(|out| panic!("{out}"));
+        nx
     }
 
     /// On `port` (e.g. one a master already tries to reach).
     pub async fn start_on(port: u16, file: bool) -> Nx {
+        let mut nx = Self::new_on(port, file);
+        nx.spawn().await.unwrap_or_else(|out| panic!("{out}"));
+        nx
+    }
+
+    fn new_on(port: u16, file: bool) -> Nx {
         let dir = tempfile::Builder::new()
             .prefix("chat-tests-nx-")
             .tempdir()
             .expect("tempdir");
         let db_file = file.then(|| dir.path().join("nx.db"));
-        let mut nx = Nx {
+        Nx {
             child: None,
             port,
             dir,
             db_file,
             generation: 0,
-        };
-        nx.spawn().await;
-        nx
+        }
     }
 
     fn out_path(&self, generation: u32) -> PathBuf {
@@ -79,7 +99,8 @@ impl Nx {
         self.dir.path().join(format!("nx.{generation}.log"))
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the server; `Err` (its output) when it exited at start.
+    async fn spawn(&mut self) -> Result<(), String> {
         let bin = nx_binary();
         assert!(
             bin.exists(),
@@ -111,7 +132,7 @@ impl Nx {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
     /// What every start of this server printed and logged.
@@ -131,23 +152,23 @@ impl Nx {
     }
 
     /// Waits (at most 30 s) until the server answers a `ping`.
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut last_error = String::from("not tried");
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
+                return Err(format!(
                     "nx-27017 exited at start ({status}) on port {}\n{}",
                     self.port,
                     self.output()
-                );
+                ));
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .is_ok()
             {
                 match self.ping().await {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
                     Err(e) => last_error = e,
                 }
             }
@@ -250,7 +271,7 @@ impl Nx {
     /// Starts the server again on the same port and database.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "nx-27017 is still running");
-        self.spawn().await;
+        self.spawn().await.unwrap_or_else(|out| panic!("{out}"));
     }
 }
 
