@@ -18,6 +18,12 @@ const PER_USER: usize = 300;
 /// Characters per message: 3000 of them are about 21 MB, more than the
 /// 16 MiB IPC frame limit.
 const TEXT_LEN: usize = 7000;
+/// Shortest time between two `say` + `ping` rounds of one client. A round
+/// is two frames, and a connection may send 50 frames a second: a client
+/// going faster would see one of its frames refused (`too many frames`),
+/// and a refused `ping` is never answered. 45 ms keeps each client under
+/// both the connection's frame rate and the user's message rate.
+const ROUND: Duration = Duration::from_millis(45);
 
 fn text(user: usize, k: usize) -> String {
     let head = format!("{user}-{k}:");
@@ -45,8 +51,11 @@ async fn round_trip(c: &mut Client, frame: Value, who: &str) -> Vec<Value> {
 /// arrive (there is no master to store anything).
 async fn say_all(mut c: Client, user: usize) -> Client {
     let who = format!("user {user}");
+    let mut next = tokio::time::Instant::now();
     for k in 0..PER_USER {
         loop {
+            tokio::time::sleep_until(next).await;
+            next = tokio::time::Instant::now() + ROUND;
             let frame =
                 json!({"type":"say","text":text(user, k),"client_id":format!("{user}-{k}")});
             let seen = round_trip(&mut c, frame, &who).await;
