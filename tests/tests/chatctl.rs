@@ -523,16 +523,31 @@ async fn watch_renders_until_interrupted() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().expect("spawning chatctl watch");
+    let mut child = cmd.spawn().expect("spawning chatctl watch");
     let pid = child.id().expect("pid") as i32;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Two screens rendered (each starts by clearing it), then SIGINT.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    tokio::time::timeout(CTL_TIMEOUT, async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&seen).matches("\x1b[2J").count() < 2
+            || !String::from_utf8_lossy(&seen).contains("alpha")
+        {
+            let n = out_pipe.read(&mut buf).await.expect("reading watch");
+            assert!(n > 0, "watch ended early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("watch did not render twice");
     chat_tests::procs::signal(pid, nix::sys::signal::Signal::SIGINT);
-    let out = tokio::time::timeout(CTL_TIMEOUT, child.wait_with_output())
+    let status = tokio::time::timeout(CTL_TIMEOUT, child.wait())
         .await
         .expect("watch did not stop on SIGINT")
         .expect("waiting for watch");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let stdout = String::from_utf8_lossy(&seen);
     assert!(stdout.matches("\x1b[2J").count() >= 2, "{stdout}");
     assert!(stdout.contains("alpha"), "{stdout}");
 }
