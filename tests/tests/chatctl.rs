@@ -535,7 +535,11 @@ async fn watch_renders_until_interrupted() {
             || !String::from_utf8_lossy(&seen).contains("alpha")
         {
             let n = out_pipe.read(&mut buf).await.expect("reading watch");
-            assert!(n > 0, "watch ended early: {}", String::from_utf8_lossy(&seen));
+            assert!(
+                n > 0,
+                "watch ended early: {}",
+                String::from_utf8_lossy(&seen)
+            );
             seen.extend_from_slice(&buf[..n]);
         }
     })
