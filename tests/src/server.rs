@@ -562,6 +562,21 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `startedAt` of the admin `/api/v1/load`; `None` while the master does
+    /// not answer (e.g. while it re-executes).
+    pub async fn started_at(&self) -> Option<String> {
+        let r = self
+            .http
+            .get(self.admin_url("/api/v1/load"))
+            .header("X-API-Key", &self.admin_key)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["data"]["startedAt"].as_str().map(str::to_owned)
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }

@@ -13,7 +13,6 @@ use chat_tests::{Server, ServerOpts, procs, wait_for};
 use edge_common::{FakeLb, Request, lb_name, lb_status_of};
 use nix::sys::signal::Signal;
 use reqwest::Method;
-use serde_json::Value;
 
 /// How long the stand-in remembers a silent host.
 const FORGET: Duration = Duration::from_secs(5);
@@ -173,24 +172,6 @@ async fn a_drained_host_that_stops_does_not_unregister_twice() {
     assert_eq!(c.last().map(|(m, _)| m.as_str()), Some("DELETE"));
 }
 
-/// `startedAt` of the admin `/api/v1/load`; `None` while the master does
-/// not answer.
-async fn started_at(s: &Server) -> Option<String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
-    let r = http
-        .get(s.admin_url("/api/v1/load"))
-        .header("X-API-Key", &s.admin_key)
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    v["data"]["startedAt"].as_str().map(str::to_owned)
-}
-
 #[tokio::test]
 async fn the_first_heartbeat_after_a_restart_reports_the_adopted_rooms() {
     let lb = FakeLb::start(KEY, FORGET).await;
@@ -200,7 +181,7 @@ async fn the_first_heartbeat_after_a_restart_reports_the_adopted_rooms() {
     s.create_room("kept-2").await;
     lb.wait_host(BEATS, &name, "2 rooms", |h| h.rooms == 2)
         .await;
-    let before = started_at(&s).await.expect("the master answers");
+    let before = s.started_at().await.expect("the master answers");
 
     // The rooms are held still across the restart and let go once the new
     // image answers: a heartbeat sent before their adoption would see none.
@@ -211,7 +192,7 @@ async fn the_first_heartbeat_after_a_restart_reports_the_adopted_rooms() {
     let at_hup = calls(&lb, s.port).len();
     procs::signal(s.pid, Signal::SIGHUP);
     let restarted = wait_for(BEATS, "the restarted master", || async {
-        started_at(&s).await.filter(|now| *now != before)
+        s.started_at().await.filter(|now| *now != before)
     })
     .await;
     for &p in &pids {

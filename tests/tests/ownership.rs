@@ -119,18 +119,7 @@ async fn one_owner_per_room_name_and_a_takeover_after_the_owner_dies() {
     assert_eq!(texts, expected, "history after the takeover");
 
     // The store holds each acked message once.
-    let stored = nx
-        .find(
-            "owners",
-            "messages",
-            doc! { "room": "lobby" },
-            doc! { "seq": 1 },
-        )
-        .await;
-    let stored: Vec<&str> = stored
-        .iter()
-        .map(|d| d.get_str("text").unwrap_or("<none>"))
-        .collect();
+    let stored = nx.stored_texts("owners", "lobby").await;
     assert_eq!(stored, expected, "messages in the store");
     // The owner of record is B now.
     let owner = nx

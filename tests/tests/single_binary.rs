@@ -11,7 +11,6 @@ use chat_tests::procs::{self, pid_alive};
 use chat_tests::server::chatserver_bin;
 use chat_tests::{Client, Server, ServerOpts, wait_for};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 /// A temporary folder holding only a copy of the built `chatserver`.
 fn lone_chatserver() -> (tempfile::TempDir, PathBuf) {
@@ -132,24 +131,6 @@ fn path_str(p: &Path) -> String {
     p.to_str().expect("UTF-8 path").to_owned()
 }
 
-/// `startedAt` of the admin `/api/v1/load`, `None` while the master does not
-/// answer (it is re-executing).
-async fn started_at(s: &Server) -> Option<String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
-    let r = http
-        .get(s.admin_url("/api/v1/load"))
-        .header("X-API-Key", &s.admin_key)
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    v["data"]["startedAt"].as_str().map(str::to_owned)
-}
-
 #[tokio::test]
 async fn a_restart_onto_a_replaced_binary_spawns_new_rooms_from_it() {
     let (_dir, bin) = lone_chatserver();
@@ -157,7 +138,7 @@ async fn a_restart_onto_a_replaced_binary_spawns_new_rooms_from_it() {
     let old_port = s.create_room("old").await;
     let old_pid = s.room_pid("old").await;
     let mut alice = Client::guest(old_port, "alice").await;
-    let before = started_at(&s).await.expect("the master answers");
+    let before = s.started_at().await.expect("the master answers");
 
     // An upgrade: a new file takes the old one's name (the old inode lives on
     // in the running processes).
@@ -171,7 +152,7 @@ async fn a_restart_onto_a_replaced_binary_spawns_new_rooms_from_it() {
         Duration::from_secs(20),
         "the master to restart and adopt the old room",
         || async {
-            let now = started_at(&s).await?;
+            let now = s.started_at().await?;
             if now == before {
                 return None;
             }

@@ -40,18 +40,7 @@ async fn store_conflict_is_never_acked() {
     assert_eq!(err["seq"].as_u64(), Some(next), "{err}");
     // The next message is acked; the stored message at `next` is untouched.
     assert_eq!(alice.say_acked("after").await, next + 1);
-    let stored = nx
-        .find(
-            "conflict",
-            "messages",
-            doc! { "room": "lobby" },
-            doc! { "seq": 1 },
-        )
-        .await;
-    let texts: Vec<&str> = stored
-        .iter()
-        .map(|d| d.get_str("text").unwrap_or("<none>"))
-        .collect();
+    let texts = nx.stored_texts("conflict", "lobby").await;
     assert_eq!(texts, ["already here", "after"]);
     let logs = server.logs();
     assert!(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chat_tests::{Client, Server, ServerOpts};
 use data_common::{Nx, history_all, recv_type_within, seq_texts};
-use mongodb::bson::doc;
 
 const POISON: &str = "POISON-RECORD";
 const WAIT: Duration = Duration::from_secs(15);
@@ -83,21 +82,10 @@ async fn store_poison_mongodb_fails_only_its_own_message() {
     let server =
         Server::start(ServerOpts::new().args(["--test-poison", POISON, "--store", &uri])).await;
     poison_fails_only_its_sender(&server).await;
-    let stored = nx
-        .find(
-            "poison",
-            "messages",
-            doc! { "room": "lobby" },
-            doc! { "seq": 1 },
-        )
-        .await;
-    let texts: Vec<&str> = stored
-        .iter()
-        .map(|d| d.get_str("text").unwrap_or("<none>"))
-        .collect();
+    let texts = nx.stored_texts("poison", "lobby").await;
     assert_eq!(
         texts,
         ["before the poison", "after the poison", "bob again"],
-        "{stored:?}"
+        "{texts:?}"
     );
 }

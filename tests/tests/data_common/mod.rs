@@ -237,6 +237,15 @@ impl Nx {
     }
 
     /// Every document of `coll` matching `filter`, sorted by `sort`.
+    /// The texts of a room's stored messages in `db`, in seq order.
+    pub async fn stored_texts(&self, db: &str, room: &str) -> Vec<String> {
+        self.find(db, "messages", doc! { "room": room }, doc! { "seq": 1 })
+            .await
+            .iter()
+            .map(|d| d.get_str("text").unwrap_or("<none>").to_owned())
+            .collect()
+    }
+
     pub async fn find(
         &self,
         db: &str,
