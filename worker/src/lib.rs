@@ -11,6 +11,7 @@
 
 mod caps;
 mod commands;
+mod confusables;
 mod conn;
 mod filters;
 mod history;

@@ -200,17 +200,22 @@ impl Room {
             who.name = name.to_owned();
         }
         let first = !self.users.contains_key(&who.id);
-        // A guest may not pose as a signed-in user present in the room.
-        if who.role == Role::Guest
-            && self
-                .users
-                .values()
-                .any(|u| u.role != Role::Guest && crate::identity::same_name(&u.name, &who.name))
-        {
-            return Err(Refusal::new(
-                close::BAD_REQUEST,
-                "name is taken by a signed-in member",
-            ));
+        // Nobody may look like a moderator or owner present in the room, and
+        // a guest may not look like any signed-in member (TR39 skeletons:
+        // case, homoglyphs and invisible characters ignored).
+        let skeleton = crate::confusables::name_skeleton(&who.name);
+        let posed = self.users.values().find(|u| {
+            u.id != who.id
+                && (u.role.moderates() || (who.role == Role::Guest && u.role != Role::Guest))
+                && crate::confusables::name_skeleton(&u.name) == skeleton
+        });
+        if let Some(u) = posed {
+            let reason = if u.role.moderates() {
+                "name looks like that of a moderator in the room"
+            } else {
+                "name is taken by a signed-in member"
+            };
+            return Err(Refusal::new(close::BAD_REQUEST, reason));
         }
         if first
             && let Some(max) = self.settings.max_members
