@@ -478,8 +478,8 @@ async fn run(cli: Cli, nofile: u64, pinning: Option<pin::Pinning>) -> anyhow::Re
         let doc = json!({
             "format": results::FORMAT,
             "benchmark": name,
-            "started": started.to_rfc3339(),
-            "generated": chrono::Utc::now().to_rfc3339(),
+            "started": started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "generated": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "command_line": std::env::args().collect::<Vec<_>>(),
             "machine": procs::machine(),
             "loadavg_before": load_before,

@@ -22,12 +22,19 @@ fn bindable(port: u16) -> bool {
 }
 
 /// `len` consecutive free ports below the ephemeral range (so that client
-/// connections never take them), `(first, last)`.
+/// connections never take them), `(first, last)`. Up to 20,000 ports.
 pub fn port_range(len: u16) -> anyhow::Result<(u16, u16)> {
     let len = len.max(1);
+    // The first ephemeral port (32768 unless configured otherwise).
+    let top = procfs::ephemeral_ports().map_or(32_768, |(first, _)| first);
+    let lo: u16 = if len <= 10_000 { 20_000 } else { 10_000 };
+    anyhow::ensure!(
+        u32::from(lo) + u32::from(len) < u32::from(top),
+        "{len} ports do not fit between {lo} and the ephemeral ports ({top})"
+    );
     let mut rng = rand::rng();
     for _ in 0..200 {
-        let first: u16 = rng.random_range(20_000..32_000 - len.min(10_000));
+        let first: u16 = rng.random_range(lo..top - len);
         let last = first + len - 1;
         if (first..=last).all(bindable) {
             return Ok((first, last));
@@ -158,7 +165,12 @@ mod tests {
     fn ports() {
         let (a, b) = port_range(5).unwrap();
         assert_eq!(b - a, 4);
-        assert!(a >= 20_000 && b < 32_768);
+        assert!(a >= 20_000);
+        // Room for `rooms --count 12000`, below the ephemeral ports.
+        let top = procfs::ephemeral_ports().map_or(32_768, |(first, _)| first);
+        let (a, b) = port_range(12_002).unwrap();
+        assert_eq!(b - a, 12_001);
+        assert!(a >= 10_000 && b < top);
         assert!(free_port().unwrap() > 0);
     }
 
