@@ -8,6 +8,10 @@
 //! on another host answers where the room is. When the owner dies and its
 //! lease ends, another host may claim the name: the room's history goes on
 //! there in a new epoch, after every seq the old owner could have used.
+//!
+//! Its tasks hold the supervisors' handle (`Sup`: registry, store, writer,
+//! owners, task tracker, shutdown), not the master; the supervisor never
+//! calls the catalog (it follows the lifecycle events).
 
 use std::time::Duration;
 
@@ -17,8 +21,8 @@ use chat_shared::settings::RoomSettings;
 use crate::events::{EventKind, Subscription};
 use crate::lifecycle::Lifecycle;
 use crate::registry::RoomEntry;
-use crate::state::Shared;
 use crate::store::{Claim, RoomRecord};
+use crate::supervisor::Sup;
 
 /// Time given to running workers to reconnect before the catalog is
 /// reconciled (their reconnection backoff tops out at 2 s).
@@ -26,19 +30,19 @@ const ADOPTION_WINDOW: Duration = Duration::from_secs(3);
 
 /// This host's prefix in the catalog: several hosts may share one store,
 /// and each respawns only its own rooms. Room names never contain `/`.
-fn host_key(master: &Shared) -> String {
-    master.supervisor.owners.key().to_owned()
+fn host_key(sup: &Sup) -> String {
+    sup.owners.key().to_owned()
 }
 
-fn catalog_name(master: &Shared, room: &str) -> String {
-    format!("{}/{room}", host_key(master))
+fn catalog_name(sup: &Sup, room: &str) -> String {
+    format!("{}/{room}", host_key(sup))
 }
 
 /// Records a room in the catalog (in the background; failures are logged).
-pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
+pub fn record(sup: &Sup, entry: &RoomEntry, status: &str) {
     let now = crate::registry::now_ms();
     let rec = RoomRecord {
-        name: catalog_name(master, &entry.name),
+        name: catalog_name(sup, &entry.name),
         port: entry.port(),
         settings: serde_json::to_value(&entry.settings).unwrap_or_default(),
         status: status.to_owned(),
@@ -50,8 +54,8 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
         created_ms: entry.created_unix_ms,
         updated_ms: now,
     };
-    let m = master.clone();
-    master.supervisors.spawn(async move {
+    let m = sup.clone();
+    sup.tasks.spawn(async move {
         if let Err(e) = m.store.upsert_room(&rec).await {
             tracing::warn!(room = %rec.name, error = %e, "cannot record the room in the catalog");
         }
@@ -60,27 +64,27 @@ pub fn record(master: &Shared, entry: &RoomEntry, status: &str) {
 
 /// Removes a room that ended on purpose from the catalog, and gives up
 /// this host's claim on its name.
-pub fn forget(master: &Shared, name: &str) {
-    master.writer.forget(name);
-    let m = master.clone();
+pub fn forget(sup: &Sup, name: &str) {
+    sup.writer.forget(name);
+    let m = sup.clone();
     let room = name.to_owned();
-    let name = catalog_name(master, name);
-    master.supervisors.spawn(async move {
+    let name = catalog_name(sup, name);
+    sup.tasks.spawn(async move {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }
-        m.supervisor.owners.release(&room).await;
+        m.owners.release(&room).await;
     });
 }
 
 /// Keeps the catalog in step with the rooms' lifecycle events: a room is
 /// recorded once its first worker listens, and forgotten when it ends on
 /// purpose or fails (only rooms that died with their master are respawned).
-pub async fn follow(master: Shared, mut events: Subscription) {
+pub async fn follow(sup: Sup, mut events: Subscription) {
     while let Some(e) = events.next().await {
         match e.kind {
-            EventKind::Ready { first: true, .. } => record(&master, &e.room, "ready"),
-            EventKind::Stopped | EventKind::Failed { .. } => forget(&master, &e.room.name),
+            EventKind::Ready { first: true, .. } => record(&sup, &e.room, "ready"),
+            EventKind::Stopped | EventKind::Failed { .. } => forget(&sup, &e.room.name),
             _ => {}
         }
     }
@@ -89,18 +93,18 @@ pub async fn follow(master: Shared, mut events: Subscription) {
 /// Renews this host's claims every third of the lease. A room whose name
 /// another host now holds (this host was cut off past its lease) is shut
 /// down: two hosts never serve one room for longer than that.
-pub async fn renew_leases(master: Shared) {
-    let owners = &master.supervisor.owners;
+pub async fn renew_leases(sup: Sup) {
+    let owners = &sup.owners;
     if !owners.shared() {
         return;
     }
     let every = (owners.lease() / 3).max(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = master.shutdown.cancelled() => return,
+            _ = sup.shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        for entry in master.registry.all() {
+        for entry in sup.registry.all() {
             if !matches!(
                 entry.state(),
                 Lifecycle::Running { .. } | Lifecycle::Starting
@@ -128,9 +132,9 @@ pub async fn renew_leases(master: Shared) {
 
 /// Whether `port` answers `GET /` with the room's name, as a room worker
 /// does (bounded in time; anything else is "no").
-async fn serves_room(master: &Shared, port: u16, name: &str) -> bool {
+async fn serves_room(sup: &Sup, port: u16, name: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip = match master.cfg.room_bind {
+    let ip = match sup.room_bind {
         std::net::IpAddr::V4(v) if v.is_unspecified() => {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
         }
@@ -161,52 +165,52 @@ async fn serves_room(master: &Shared, port: u16, name: &str) -> bool {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Respawns catalog rooms that no running worker announced.
-pub async fn reconcile(master: Shared) {
+pub async fn reconcile(sup: Sup) {
     tokio::select! {
-        _ = master.shutdown.cancelled() => return,
+        _ = sup.shutdown.cancelled() => return,
         _ = tokio::time::sleep(ADOPTION_WINDOW) => {}
     }
-    let rooms = match master.store.rooms().await {
+    let rooms = match sup.store.rooms().await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the room catalog; rooms from before are not respawned");
             return;
         }
     };
-    let mine = format!("{}/", host_key(&master));
+    let mine = format!("{}/", host_key(&sup));
     for mut rec in rooms {
         let Some(name) = rec.name.strip_prefix(&mine) else {
             continue; // another host's room
         };
         rec.name = name.to_owned();
-        if master.registry.get(&rec.name).is_some() {
+        if sup.registry.get(&rec.name).is_some() {
             continue;
         }
         // A worker that did not announce itself may still serve the room
         // (one that cannot even say hello): never start a second one.
-        if serves_room(&master, rec.port, &rec.name).await {
+        if serves_room(&sup, rec.port, &rec.name).await {
             tracing::warn!(room = %rec.name, port = rec.port, "a process still serves this catalog room on its port without a link to this master; not respawning it");
             continue;
         }
         let settings: RoomSettings =
             serde_json::from_value(rec.settings.clone()).unwrap_or_default();
-        match master
+        match sup
             .registry
             .reserve_at(&rec.name, settings, rec.port, rec.created_ms)
         {
-            Some(entry) => match master.supervisor.owners.claim(&entry).await {
+            Some(entry) => match sup.owners.claim(&entry).await {
                 Ok(Claim::Claimed { .. }) => {
                     tracing::info!(room = %rec.name, port = entry.port(), "respawning a room from the catalog");
-                    crate::supervisor::start(&master.supervisor, entry, None);
+                    crate::supervisor::start(&sup, entry, None);
                 }
                 Ok(Claim::Held(o)) => {
                     tracing::warn!(room = %rec.name, owner = %o.owner, "not respawning a room another host owns now");
-                    master.registry.remove(&entry);
-                    forget_entry(&master, &rec.name);
+                    sup.registry.remove(&entry);
+                    forget_entry(&sup, &rec.name);
                 }
                 Err(e) => {
                     tracing::warn!(room = %rec.name, error = %e, "cannot claim the room's name; not respawning it");
-                    master.registry.remove(&entry);
+                    sup.registry.remove(&entry);
                 }
             },
             None => {
@@ -218,10 +222,10 @@ pub async fn reconcile(master: Shared) {
 }
 
 /// Removes another host's room from this host's catalog (its claim stays).
-fn forget_entry(master: &Shared, room: &str) {
-    let m = master.clone();
-    let name = catalog_name(master, room);
-    master.supervisors.spawn(async move {
+fn forget_entry(sup: &Sup, room: &str) {
+    let m = sup.clone();
+    let name = catalog_name(sup, room);
+    sup.tasks.spawn(async move {
         if let Err(e) = m.store.remove_room(&name).await {
             tracing::warn!(room = %name, error = %e, "cannot remove the room from the catalog");
         }

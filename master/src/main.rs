@@ -115,7 +115,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         events: events.clone(),
         store: store.clone(),
         writer: writer.clone(),
-        tasks: supervisors.clone(),
+        tasks: supervisors,
         shutdown: shutdown.clone(),
         worker_bin,
         socket: socket.clone(),
@@ -153,7 +153,6 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         api_stop: shutdown.child_token(),
         restart: CancellationToken::new(),
         shutdown,
-        supervisors,
         log,
         metrics: metrics::Metrics::install().map_err(anyhow::Error::msg)?,
         lbs: cfg
@@ -176,7 +175,10 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
 
     // Subscribed before any room can start.
-    tokio::spawn(catalog::follow(master.clone(), master.events.subscribe()));
+    tokio::spawn(catalog::follow(
+        master.supervisor.clone(),
+        master.events.subscribe(),
+    ));
     tokio::spawn(metrics::follow(master.events.subscribe()));
     let background = TaskTracker::new();
     background.spawn(store_init(
@@ -193,13 +195,13 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     // catalog's others respawned), not with a count of 0 after a restart.
     let adopted = CancellationToken::new();
     {
-        let (m, adopted) = (master.clone(), adopted.clone());
+        let (sup, adopted) = (master.supervisor.clone(), adopted.clone());
         background.spawn(async move {
-            catalog::reconcile(m).await;
+            catalog::reconcile(sup).await;
             adopted.cancel();
         });
     }
-    background.spawn(catalog::renew_leases(master.clone()));
+    background.spawn(catalog::renew_leases(master.supervisor.clone()));
     let writer_task = tokio::spawn(writer::run(writer_handles, writes));
     background.close();
 

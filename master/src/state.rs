@@ -1,8 +1,8 @@
 //! The whole master, as the HTTP handlers and the IPC sessions see it.
 //! Long-lived tasks get narrow handles instead (the supervisors a
-//! `Supervisor`, the writer its `writer::Handles`, the cache its store and a
-//! way to reach rooms, the load-balancer tasks `lb::Host`); none of the
-//! modules named here imports this one.
+//! `Supervisor`, and so does the catalog; the writer its `writer::Handles`,
+//! the cache its store and a way to reach rooms, the load-balancer tasks
+//! `lb::Host`); none of the modules named here imports this one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use std::time::Instant;
 use chat_shared::ipc::Snapshot;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
@@ -40,8 +39,6 @@ pub struct Master {
     pub api_stop: CancellationToken,
     /// Cancelled to restart the master in place (`POST /api/v1/restart`).
     pub restart: CancellationToken,
-    /// Room supervisors (one task per worker process).
-    pub supervisors: TaskTracker,
     pub log: LogControl,
     pub metrics: Metrics,
     /// The load balancers this host registers with.
