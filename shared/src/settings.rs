@@ -106,21 +106,49 @@ impl RoomSettings {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| format!("invalid settings: {e}"))?;
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
         if !value.is_object() {
             return Err("invalid settings: the body must be a JSON object".into());
         }
-        let s: Self =
-            serde_json::from_value(value).map_err(|e| format!("invalid settings: {e}"))?;
-        s.validate().map_err(|e| format!("invalid settings: {e}"))?;
+        // From the bytes, not the `Value`: a `Value` keeps the last of two
+        // fields of the same name, the struct refuses the duplicate (two
+        // parsers must not read two different settings from one body).
+        let s: Self = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
+        s.validate().map_err(|e| invalid(&e))?;
         Ok(s)
+    }
+}
+
+/// Longest error message about settings, in characters: a body can name a
+/// field of 60 KB, and an answer must not echo it.
+const MAX_ERROR_CHARS: usize = 256;
+
+/// "invalid settings: …", cut to [`MAX_ERROR_CHARS`].
+fn invalid(e: &dyn std::fmt::Display) -> String {
+    let full = format!("invalid settings: {e}");
+    match full.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((i, _)) => format!("{}…", &full[..i]),
+        None => full,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicate_field_is_refused() {
+        let e = RoomSettings::from_json(br#"{"max_members": 5, "max_members": 6}"#).unwrap_err();
+        assert!(e.contains("duplicate field"), "{e}");
+    }
+
+    #[test]
+    fn errors_do_not_echo_long_input() {
+        let body = format!("{{\"{}\":1}}", "K".repeat(60_000));
+        let e = RoomSettings::from_json(body.as_bytes()).unwrap_err();
+        assert!(e.chars().count() <= MAX_ERROR_CHARS + 1, "{}", e.len());
+        assert!(e.starts_with("invalid settings: unknown field"), "{e}");
+    }
 
     #[test]
     fn empty_body_is_default() {

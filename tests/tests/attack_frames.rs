@@ -13,7 +13,7 @@ mod attack_common;
 use std::time::Duration;
 
 use attack_common::Witness;
-use chat_tests::{Client, Server};
+use chat_tests::{Client, Event, Server};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -38,14 +38,23 @@ async fn setup(room: &str) -> (Server, Witness, Client) {
     (s, w, attacker)
 }
 
-/// The close code the attacker got (a close frame is required).
+/// The close code the attacker got (a close frame is required); the
+/// frames before it stay in `c.skipped`.
 async fn closed_with(c: &mut Client) -> (u16, String) {
-    match c.expect_close_or_end(CLOSE_BOUND).await {
-        Some(cr) => cr,
-        None => panic!(
-            "the connection ended without a close frame; skipped: {:?}",
-            c.skipped
-        ),
+    let deadline = tokio::time::Instant::now() + CLOSE_BOUND;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.next_event(left).await {
+            Event::Json(v) => c.skipped.push(v),
+            Event::Binary(_) => {}
+            Event::Close(Some(cr)) => return cr,
+            Event::Close(None) => return (1005, String::new()),
+            other => panic!(
+                "no close frame but {other:?}; {} frames before, the first: {:?}",
+                c.skipped.len(),
+                c.skipped.first()
+            ),
+        }
     }
 }
 

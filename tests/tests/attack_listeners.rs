@@ -8,7 +8,7 @@ mod attack_common;
 
 use std::time::Duration;
 
-use attack_common::{ENDLESS_HEADERS, Fate, dribble, fate, raw_get, set_nofile, tcp};
+use attack_common::{ENDLESS_HEADERS, Fate, Witness, dribble, fate, raw_get, set_nofile, tcp};
 use chat_tests::{Server, ServerOpts};
 use tokio::io::AsyncWriteExt;
 
@@ -53,6 +53,7 @@ async fn slowloris_on_a_room_port_is_cut_off() {
         Server::start(ServerOpts::new().args(["--header-timeout=60s", "--handshake-timeout=1s"]))
             .await;
     let port = s.create_room("slow").await;
+    let mut w = Witness::guest(&s, "slow", port).await;
     let mut c = tcp(port).await;
     assert!(
         dribble(
@@ -67,6 +68,8 @@ async fn slowloris_on_a_room_port_is_cut_off() {
     // A silent connection (no byte at all) is closed as well.
     let mut silent = tcp(port).await;
     assert!(matches!(fate(&mut silent, BOUND).await, Fate::Closed(_)));
+    // The room served its members all along and lost nothing.
+    w.survived(&s).await;
 }
 
 /// Defence: the idle timeout (`--idle-timeout 1s`). The headers are complete
