@@ -13,6 +13,8 @@ mod caps;
 mod commands;
 mod conn;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 mod identity;
 mod limits;
