@@ -349,7 +349,7 @@ fn prefixes_fail<M: DeserializeOwned + std::fmt::Debug>(body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(cases(200)))]
 
     #[test]
     fn master_messages_round_trip(m in master_msg()) {
@@ -457,4 +457,12 @@ fn sorted(mut r: Reference) -> Reference {
             .cmp(&(&b.user_id, &b.room, b.until_ms, &b.reason))
     });
     r
+}
+
+/// Cases per property: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

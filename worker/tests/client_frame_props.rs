@@ -149,7 +149,7 @@ fn room(max_text_len: u32) -> FuzzRoom {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
 
     #[test]
     fn any_text_is_parsed_or_refused_with_a_code(t in text(200)) {
@@ -289,4 +289,12 @@ proptest! {
             prop_assert!(got);
         }
     }
+}
+
+/// Cases per property: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
