@@ -104,7 +104,10 @@ fn check(token: &str, before: u64) {
     assert!(exp >= before, "expired token accepted: {claims}");
     if let Some(nbf) = claims.get("nbf").filter(|v| !v.is_null()) {
         let nbf = nbf.as_f64().expect("nbf of an accepted token is a number");
-        assert!(nbf <= after as f64, "immature token accepted: {claims}");
+        assert!(
+            nbf.round() <= after as f64,
+            "immature token accepted: {claims}"
+        );
     }
     let room = claims["room"].as_str().expect("room");
     assert!(room == ROOM || room == "*", "{claims}");
