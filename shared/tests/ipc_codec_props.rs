@@ -142,6 +142,8 @@ fn room_config() -> impl Strategy<Value = RoomConfig> {
     )
 }
 
+// Field by field on purpose: a field added to `Limits` later keeps its default.
+#[allow(clippy::field_reassign_with_default)]
 fn limits() -> impl Strategy<Value = Limits> {
     (
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()),
@@ -149,17 +151,19 @@ fn limits() -> impl Strategy<Value = Limits> {
         (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
         vec(text(), 0..3),
     )
-        .prop_map(|(t, trusted_proxies, caps, allowed_origins)| Limits {
-            header_timeout_ms: t.0,
-            idle_timeout_ms: t.1,
-            handshake_timeout_ms: t.2,
-            new_conns_per_ip_per_sec: t.3,
-            trusted_proxies,
-            max_room_connections: caps.0,
-            max_user_connections: caps.1,
-            max_ip_connections: caps.2,
-            welcome_history_bytes: caps.3,
-            allowed_origins,
+        .prop_map(|(t, trusted_proxies, caps, allowed_origins)| {
+            let mut l = Limits::default();
+            l.header_timeout_ms = t.0;
+            l.idle_timeout_ms = t.1;
+            l.handshake_timeout_ms = t.2;
+            l.new_conns_per_ip_per_sec = t.3;
+            l.trusted_proxies = trusted_proxies;
+            l.max_room_connections = caps.0;
+            l.max_user_connections = caps.1;
+            l.max_ip_connections = caps.2;
+            l.welcome_history_bytes = caps.3;
+            l.allowed_origins = allowed_origins;
+            l
         })
 }
 
