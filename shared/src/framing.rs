@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::ipc::{Hello, MAGIC, ipc_version};
 
@@ -48,11 +48,61 @@ pub enum FrameError {
 }
 
 /// The codec both sides use.
-pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .length_field_length(4)
-        .new_codec()
+pub fn codec() -> FrameCodec {
+    FrameCodec {
+        inner: LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .length_field_length(4)
+            .new_codec(),
+        mid_frame: false,
+    }
+}
+
+/// Length-delimited frames whose end of stream inside a frame is an error.
+///
+/// The length codec alone takes a stream that ends right after a frame's
+/// length (its head consumed, no body byte yet) for a clean end: a peer cut
+/// off mid-frame would look like one that closed between frames.
+#[derive(Debug)]
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    /// A frame's head was read and its body is not complete yet.
+    mid_frame: bool,
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        let before = buf.len();
+        let frame = self.inner.decode(buf)?;
+        match frame {
+            Some(_) => self.mid_frame = false,
+            None if buf.len() < before => self.mid_frame = true,
+            None => {}
+        }
+        Ok(frame)
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            None if buf.is_empty() && !self.mid_frame => Ok(None),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the stream ended inside a frame",
+            )),
+        }
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        self.inner.encode(body, dst)
+    }
 }
 
 /// When a reader last received bytes, and how many it received in all.
@@ -125,12 +175,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
 
 /// Reading half of an IPC connection.
 pub struct FrameReader<R> {
-    inner: FramedRead<Counted<R>, LengthDelimitedCodec>,
+    inner: FramedRead<Counted<R>, FrameCodec>,
 }
 
 /// Writing half of an IPC connection.
 pub struct FrameWriter<W> {
-    inner: FramedWrite<W, LengthDelimitedCodec>,
+    inner: FramedWrite<W, FrameCodec>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -150,7 +200,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Next raw frame; `None` at a clean end of stream.
-    pub async fn next_raw(&mut self) -> Result<Option<bytes::BytesMut>, FrameError> {
+    pub async fn next_raw(&mut self) -> Result<Option<BytesMut>, FrameError> {
         match self.inner.next().await {
             None => Ok(None),
             Some(r) => Ok(Some(r?)),
@@ -336,6 +386,27 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_millis(100), r.next_raw()).await;
         assert!(got.is_err(), "no frame is complete yet");
         assert_eq!(activity.bytes(), 14);
+    }
+
+    /// Found by the property tests: a stream that ended right after a
+    /// frame's length read as a clean end of stream.
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_frame_is_an_error() {
+        use tokio::io::AsyncWriteExt;
+        for sent in [&[0u8, 0, 0, 9][..], &[0, 0, 0, 9, 1, 2], &[0, 0]] {
+            let (mut a, b) = tokio::io::duplex(64);
+            let mut r = FrameReader::new(b);
+            a.write_all(sent).await.unwrap();
+            drop(a);
+            assert!(r.next_raw().await.is_err(), "{sent:?}");
+        }
+        // Between frames, the end is clean.
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(b);
+        a.write_all(&[0, 0, 0, 1, 7]).await.unwrap();
+        drop(a);
+        assert_eq!(r.next_raw().await.unwrap().as_deref(), Some(&[7u8][..]));
+        assert!(r.next_raw().await.unwrap().is_none());
     }
 
     #[tokio::test]

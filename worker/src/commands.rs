@@ -42,36 +42,11 @@ impl Room {
             );
             return;
         }
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.strike(conn);
-                return self.error(conn, code::BAD_JSON, format!("not JSON: {e}"), None);
-            }
-        };
-        let Some(kind) = value
-            .get("type")
-            .and_then(|t| t.as_str())
-            .map(str::to_owned)
-        else {
-            self.strike(conn);
-            return self.error(
-                conn,
-                code::BAD_REQUEST,
-                "a frame needs a string \"type\"",
-                None,
-            );
-        };
-        if !KNOWN_TYPES.contains(&kind.as_str()) {
-            let msg = format!("unknown type {:?}", truncate(&kind, 32));
-            self.strike(conn);
-            return self.error(conn, code::UNKNOWN_TYPE, msg, None);
-        }
-        let msg: ClientMsg = match serde_json::from_value(value) {
+        let msg = match parse_client_frame(text) {
             Ok(m) => m,
-            Err(e) => {
+            Err(refused) => {
                 self.strike(conn);
-                return self.error(conn, code::BAD_REQUEST, format!("bad {kind}: {e}"), None);
+                return self.error(conn, refused.code, refused.message, None);
             }
         };
         self.dispatch(conn, msg);
@@ -452,6 +427,47 @@ impl Room {
         let bytes = encode(&ServerMsg::Signal { from, data });
         self.send_user(to, &bytes, None);
     }
+}
+
+/// Why a client text frame was refused before it reached a command: the
+/// `error` frame's code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRefused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameRefused {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one client text frame into a command: JSON first, then a string
+/// `type` among the known ones, then the command's fields. Pure: the room
+/// applies limits (text length, rates) when it runs the command.
+pub fn parse_client_frame(text: &str) -> Result<ClientMsg, FrameRefused> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| FrameRefused::new(code::BAD_JSON, format!("not JSON: {e}")))?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return Err(FrameRefused::new(
+            code::BAD_REQUEST,
+            "a frame needs a string \"type\"",
+        ));
+    };
+    if !KNOWN_TYPES.contains(&kind.as_str()) {
+        let msg = format!("unknown type {:?}", truncate(&kind, 32));
+        return Err(FrameRefused::new(code::UNKNOWN_TYPE, msg));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| FrameRefused::new(code::BAD_REQUEST, format!("bad {kind}: {e}")))
 }
 
 fn truncate(s: &str, n: usize) -> &str {

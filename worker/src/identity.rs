@@ -46,6 +46,11 @@ struct Claims {
     role: Option<Role>,
     #[allow(dead_code)]
     exp: u64,
+    /// Checked here as well: the token library ignores an `nbf` that is not
+    /// a whole number of seconds below 2^64 (a string, 1e30) instead of
+    /// refusing it. Any other type fails to decode.
+    #[serde(default)]
+    nbf: Option<f64>,
 }
 
 /// What the room allows.
@@ -176,6 +181,15 @@ fn verify_token(policy: &Policy<'_>, token: &str) -> Result<Identity, Refusal> {
         _ => Refusal::new(close::UNAUTHORIZED, "invalid token"),
     })?;
     let c = data.claims;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if c.nbf.is_some_and(|nbf| nbf.round() > now as f64) {
+        return Err(Refusal::new(
+            close::UNAUTHORIZED,
+            "token not valid yet (nbf)",
+        ));
+    }
     if c.room != "*" && c.room != policy.room {
         return Err(Refusal::new(close::WRONG_ROOM, "token is for another room"));
     }
@@ -328,6 +342,41 @@ mod tests {
             close::BAD_REQUEST,
             "Latin and Cyrillic in one word"
         );
+    }
+
+    /// Found by the `token` fuzz target: the token library ignores an
+    /// `nbf` it cannot read as a whole number of seconds (a string, a number
+    /// past 2^64), so such a token was accepted before its time.
+    #[test]
+    fn an_unreadable_nbf_is_refused() {
+        let far = now() + 600;
+        for nbf in [
+            json!(far.to_string()),
+            json!(1e30),
+            json!({"t": far}),
+            json!([far]),
+        ] {
+            let t = token(
+                "s3cret",
+                json!({"sub":"u1","room":"r1","exp":now()+900,"nbf":nbf}),
+            );
+            assert_eq!(
+                identify(&P, Some(&t), None).unwrap_err().code,
+                close::UNAUTHORIZED,
+                "{nbf}"
+            );
+        }
+        // A fractional nbf in the past is a valid NumericDate.
+        let ok = token(
+            "s3cret",
+            json!({"sub":"u1","room":"r1","exp":now()+900,"nbf":(now() - 5) as f64 + 0.5}),
+        );
+        assert!(identify(&P, Some(&ok), None).is_ok());
+        let null = token(
+            "s3cret",
+            json!({"sub":"u1","room":"r1","exp":now()+900,"nbf":null}),
+        );
+        assert!(identify(&P, Some(&null), None).is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod commands;
 mod confusables;
 mod conn;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 mod identity;
 mod limits;

@@ -24,10 +24,22 @@ use crate::state::Worker;
 /// Query parameters of a join.
 #[derive(Debug, Default, Deserialize)]
 pub struct JoinQuery {
-    token: Option<String>,
-    name: Option<String>,
-    since: Option<u64>,
-    epoch: Option<u64>,
+    pub token: Option<String>,
+    pub name: Option<String>,
+    pub since: Option<u64>,
+    pub epoch: Option<u64>,
+}
+
+impl JoinQuery {
+    /// Where a reconnecting client left off: `since` alone resumes in no
+    /// epoch (0, never a room's), so the client gets a full welcome.
+    pub fn resume(&self) -> Option<Resume> {
+        match (self.since, self.epoch) {
+            (Some(since), Some(epoch)) => Some(Resume { since, epoch }),
+            (Some(since), None) => Some(Resume { since, epoch: 0 }),
+            _ => None,
+        }
+    }
 }
 
 pub fn router(worker: Arc<Worker>) -> Router {
@@ -84,11 +96,7 @@ async fn root(
                 guests,
             };
             let who = identify(&policy, q.token.as_deref(), q.name.as_deref());
-            let resume = match (q.since, q.epoch) {
-                (Some(since), Some(epoch)) => Some(Resume { since, epoch }),
-                (Some(since), None) => Some(Resume { since, epoch: 0 }),
-                _ => None,
-            };
+            let resume = q.resume();
             (who, resume)
         }
     };
