@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Client, Load, Proto, Recorder, StepResult, Target};
+use crate::procs::CpuOf;
 use crate::report::{Table, fmt_f, fmt_ms, fmt_opt};
 use crate::stats::{self, Pcts};
 use crate::targets::{self, NodeProc, OurServer};
@@ -39,7 +40,7 @@ pub struct Pair<T> {
 }
 
 impl<T> Pair<T> {
-    fn new(ours: Option<anyhow::Result<T>>, node: Option<anyhow::Result<T>>) -> Self {
+    pub fn new(ours: Option<anyhow::Result<T>>, node: Option<anyhow::Result<T>>) -> Self {
         let split = |r: Option<anyhow::Result<T>>| match r {
             None => (None, Some("skipped".to_owned())),
             Some(Ok(v)) => (Some(v), None),
@@ -61,7 +62,7 @@ impl<T> Pair<T> {
         self.ours.is_some() || self.node.is_some()
     }
 
-    fn print_errors(&self) {
+    pub fn print_errors(&self) {
         for (who, e) in [("ours", &self.ours_error), ("node", &self.node_error)] {
             if let Some(e) = e
                 && e != "skipped"
@@ -72,14 +73,14 @@ impl<T> Pair<T> {
     }
 }
 
-fn ratio_json(a: Option<f64>, b: Option<f64>) -> Value {
+pub fn ratio_json(a: Option<f64>, b: Option<f64>) -> Value {
     match (a, b) {
         (Some(a), Some(b)) => stats::ratio(a, b).map_or(Value::Null, |r| json!(r)),
         _ => Value::Null,
     }
 }
 
-fn say(msg: impl AsRef<str>) {
+pub fn say(msg: impl AsRef<str>) {
     eprintln!("chatbench: {}", msg.as_ref());
 }
 
@@ -298,17 +299,9 @@ pub struct StepsSide {
     pub echo_rtt: Option<Pcts>,
 }
 
-async fn steps_core(target: Target, proto: Proto, p: &StepParams) -> StepsSide {
-    let rec = Recorder::new(proto);
-    let mut clients: Vec<Client> = Vec::new();
-    let mut out = StepsSide {
-        steps: Vec::new(),
-        passing_clients: 0,
-        peak_delivered_per_sec: 0.0,
-        stopped: None,
-        echo_rtt: None,
-    };
-    let load = Load {
+/// The closed-loop load of one step.
+pub fn load_for(proto: Proto, p: &StepParams) -> Load {
+    Load {
         proto,
         inflight: p.inflight.max(1),
         duration: Duration::from_secs_f64(p.step_secs),
@@ -320,7 +313,35 @@ async fn steps_core(target: Target, proto: Proto, p: &StepParams) -> StepsSide {
             Proto::Shootout => Duration::ZERO,
         },
         drain: Duration::from_secs(10),
+    }
+}
+
+/// Runs one step and reads the server's CPU time around it.
+pub async fn measured_step(
+    clients: &mut [Client],
+    rec: &Recorder,
+    load: &Load,
+    cpu: Option<&CpuOf>,
+) -> StepResult {
+    let before = cpu.map(CpuOf::seconds);
+    let mut r = client::run_load(clients, rec, load).await;
+    if let (Some(c), Some(b)) = (cpu, before) {
+        r.set_server_cpu((c.seconds() - b).max(0.0));
+    }
+    r
+}
+
+async fn steps_core(target: Target, proto: Proto, p: &StepParams, cpu: Option<CpuOf>) -> StepsSide {
+    let rec = Recorder::new(proto);
+    let mut clients: Vec<Client> = Vec::new();
+    let mut out = StepsSide {
+        steps: Vec::new(),
+        passing_clients: 0,
+        peak_delivered_per_sec: 0.0,
+        stopped: None,
+        echo_rtt: None,
     };
+    let load = load_for(proto, p);
     for &n in &p.steps {
         if n <= clients.len() {
             continue;
@@ -346,9 +367,9 @@ async fn steps_core(target: Target, proto: Proto, p: &StepParams) -> StepsSide {
         rec.settle(Duration::from_millis(300), Duration::from_secs(180))
             .await;
         let join_secs = t0.elapsed().as_secs_f64();
-        let r = client::run_load(&mut clients, &rec, &load).await;
+        let r = measured_step(&mut clients, &rec, &load, cpu.as_ref()).await;
         say(format!(
-            "  {n:>6} clients (joined in {join_secs:.1} s): sent {} delivered {}/{} ({:.0}/s) p50 {:.2} p95 {:.2} p99 {:.2} ms{} {}",
+            "  {n:>6} clients (joined in {join_secs:.1} s): sent {} delivered {}/{} ({:.0}/s) p50 {:.2} p95 {:.2} p99 {:.2} ms{}{} {}",
             r.sent,
             r.delivered,
             r.expected,
@@ -358,6 +379,9 @@ async fn steps_core(target: Target, proto: Proto, p: &StepParams) -> StepsSide {
             r.latency.p99_ms,
             r.rtt
                 .map(|x| format!(" rtt p95 {:.2} ms", x.p95_ms))
+                .unwrap_or_default(),
+            r.server_us_per_delivery
+                .map(|x| format!(" server {x:.2} µs/delivery"))
                 .unwrap_or_default(),
             if r.pass { "pass" } else { "FAIL" }
         ));
@@ -394,6 +418,7 @@ fn steps_table(title: &str, pair: &Pair<StepsSide>, ratio_key: &str) {
             "p95 ms",
             "p99 ms",
             "lost",
+            "server µs/delivery",
             "result",
         ],
     );
@@ -409,6 +434,7 @@ fn steps_table(title: &str, pair: &Pair<StepsSide>, ratio_key: &str) {
                     fmt_ms(r.latency.p95_ms),
                     fmt_ms(r.latency.p99_ms),
                     r.lost.to_string(),
+                    fmt_opt(r.server_us_per_delivery, 2),
                     if r.pass { "pass".into() } else { "FAIL".into() },
                 ]);
             }
@@ -452,10 +478,18 @@ pub async fn fanout(env: &Env, p: &StepParams) -> Pair<StepsSide> {
         Some(
             async {
                 let s = OurServer::start(&env.bin_dir, 1).await?;
-                let r = match s.create_room("fanout", None).await {
-                    Ok(port) => Ok(steps_core(Target::Chat(port), Proto::Chat, p).await),
-                    Err(e) => Err(e),
-                };
+                let r = async {
+                    let port = s.create_room("fanout", None).await?;
+                    let pid = s.room_pid("fanout").await? as u32;
+                    Ok(steps_core(
+                        Target::Chat(port),
+                        Proto::Chat,
+                        p,
+                        Some(CpuOf::Pids(vec![pid])),
+                    )
+                    .await)
+                }
+                .await;
                 s.stop().await;
                 r
             }
@@ -476,7 +510,7 @@ pub async fn fanout(env: &Env, p: &StepParams) -> Pair<StepsSide> {
                     &[],
                 )
                 .await?;
-                let r = steps_core(Target::Chat(port), Proto::Chat, p).await;
+                let r = steps_core(Target::Chat(port), Proto::Chat, p, Some(peer.cpu())).await;
                 peer.stop().await;
                 Ok(r)
             }
@@ -523,9 +557,14 @@ async fn echo_rtt(url: &str, n: usize) -> anyhow::Result<Pcts> {
     Ok(Pcts::from_micros(&mut samples))
 }
 
-async fn shootout_side(url: String, p: &StepParams, echo_n: usize) -> anyhow::Result<StepsSide> {
+async fn shootout_side(
+    url: String,
+    p: &StepParams,
+    echo_n: usize,
+    cpu: Option<CpuOf>,
+) -> anyhow::Result<StepsSide> {
     let echo = echo_rtt(&url, echo_n).await?;
-    let mut side = steps_core(Target::Url(url), Proto::Shootout, p).await;
+    let mut side = steps_core(Target::Url(url), Proto::Shootout, p, cpu).await;
     side.echo_rtt = Some(echo);
     Ok(side)
 }
@@ -538,7 +577,7 @@ pub async fn shootout(
 ) -> Pair<StepsSide> {
     let (ours, node) = if let Some(url) = url {
         say(format!("shootout: {url}, steps {:?}", p.steps));
-        (Some(shootout_side(url, p, echo_n).await), None)
+        (Some(shootout_side(url, p, echo_n, None).await), None)
     } else {
         let ours = if env.ours {
             say(format!(
@@ -548,15 +587,15 @@ pub async fn shootout(
             Some(
                 async {
                     let s = OurServer::start(&env.bin_dir, 1).await?;
-                    let r = match s
-                        .create_room("shootout", Some(&json!({"mode": "shootout"})))
-                        .await
-                    {
-                        Ok(port) => {
-                            shootout_side(format!("ws://127.0.0.1:{port}/"), p, echo_n).await
-                        }
-                        Err(e) => Err(e),
-                    };
+                    let r = async {
+                        let port = s
+                            .create_room("shootout", Some(&json!({"mode": "shootout"})))
+                            .await?;
+                        let pid = s.room_pid("shootout").await? as u32;
+                        let url = format!("ws://127.0.0.1:{port}/");
+                        shootout_side(url, p, echo_n, Some(CpuOf::Pids(vec![pid]))).await
+                    }
+                    .await;
                     s.stop().await;
                     r
                 }
@@ -577,7 +616,8 @@ pub async fn shootout(
                         &[],
                     )
                     .await?;
-                    let r = shootout_side(format!("ws://127.0.0.1:{port}/"), p, echo_n).await;
+                    let url = format!("ws://127.0.0.1:{port}/");
+                    let r = shootout_side(url, p, echo_n, Some(peer.cpu())).await;
                     peer.stop().await;
                     r
                 }
@@ -890,7 +930,53 @@ fn starved(s: &IsolationSide, ms: f64) -> String {
     }
 }
 
-pub async fn isolation(env: &Env, p: &IsolationParams) -> Pair<IsolationSide> {
+/// Isolation results: ours and the single-process Node peer (the pair), and
+/// the fork-per-room Node peer, whose rooms are separate processes as ours.
+#[derive(Debug, Serialize)]
+pub struct IsolationResult {
+    #[serde(flatten)]
+    pub pair: Pair<IsolationSide>,
+    pub node_fork: Option<IsolationSide>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_fork_error: Option<String>,
+}
+
+impl IsolationResult {
+    pub fn any(&self) -> bool {
+        self.pair.any() || self.node_fork.is_some()
+    }
+}
+
+/// Rooms A and B on the fork-per-room Node peer (one process each).
+async fn isolation_node_fork(env: &Env, p: &IsolationParams) -> anyhow::Result<IsolationSide> {
+    let port = crate::procs::free_port()?;
+    let (a, b) = crate::procs::port_range(4)?;
+    let key = "chatbench-node-key";
+    let peer = node_peer(
+        env,
+        "fork-master.js",
+        &[
+            "--port".into(),
+            port.to_string(),
+            "--room-ports".into(),
+            format!("{a}-{b}"),
+        ],
+        &[("KEY", key)],
+    )
+    .await?;
+    let r = async {
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let api = format!("http://127.0.0.1:{port}");
+        let pa = targets::create_room(&http, &api, key, "flooded", None).await?;
+        let pb = targets::create_room(&http, &api, key, "quiet", None).await?;
+        isolation_core(pa, pb, p).await
+    }
+    .await;
+    peer.stop().await;
+    r
+}
+
+pub async fn isolation(env: &Env, p: &IsolationParams) -> IsolationResult {
     let ours = if env.ours {
         say("isolation: ours (room A and B are separate worker processes)");
         Some(
@@ -935,14 +1021,24 @@ pub async fn isolation(env: &Env, p: &IsolationParams) -> Pair<IsolationSide> {
     } else {
         None
     };
+    let (node_fork, node_fork_error) = if env.node {
+        say("isolation: node fork-master (room A and B are separate node processes)");
+        match isolation_node_fork(env, p).await {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        }
+    } else {
+        (None, Some("skipped".to_owned()))
+    };
     let mut pair = Pair::new(ours, node);
+    let flood_p99 =
+        |s: Option<&IsolationSide>| s.filter(|s| s.b_flood_lost == 0).map(|s| s.flood.p99_ms);
     pair.ratios = json!({
         "ours_p99_flood_over_quiet": pair.ours.as_ref().map(|s| s.p99_flood_over_quiet),
         "node_p99_flood_over_quiet": pair.node.as_ref().map(|s| s.p99_flood_over_quiet),
-        "node_over_ours_flood_p99": ratio_json(
-            pair.node.as_ref().filter(|s| s.b_flood_lost == 0).map(|s| s.flood.p99_ms),
-            pair.ours.as_ref().filter(|s| s.b_flood_lost == 0).map(|s| s.flood.p99_ms)
-        ),
+        "node_fork_p99_flood_over_quiet": node_fork.as_ref().map(|s| s.p99_flood_over_quiet),
+        "node_over_ours_flood_p99": ratio_json(flood_p99(pair.node.as_ref()), flood_p99(pair.ours.as_ref())),
+        "node_fork_over_ours_flood_p99": ratio_json(flood_p99(node_fork.as_ref()), flood_p99(pair.ours.as_ref())),
     });
     let mut t = Table::new(
         &format!(
@@ -960,7 +1056,11 @@ pub async fn isolation(env: &Env, p: &IsolationParams) -> Pair<IsolationSide> {
             "A dropped",
         ],
     );
-    for (who, s) in [("ours", &pair.ours), ("node", &pair.node)] {
+    for (who, s) in [
+        ("ours", pair.ours.as_ref()),
+        ("node (one process)", pair.node.as_ref()),
+        ("node fork (process per room)", node_fork.as_ref()),
+    ] {
         if let Some(s) = s {
             t.row(vec![
                 who.into(),
@@ -976,9 +1076,17 @@ pub async fn isolation(env: &Env, p: &IsolationParams) -> Pair<IsolationSide> {
     }
     t.print();
     println!(
-        "  node/ours B p99 under flood: {}×",
-        fmt_opt(pair.ratios["node_over_ours_flood_p99"].as_f64(), 2)
+        "  B p99 under flood, node/ours {}×, node fork/ours {}×",
+        fmt_opt(pair.ratios["node_over_ours_flood_p99"].as_f64(), 2),
+        fmt_opt(pair.ratios["node_fork_over_ours_flood_p99"].as_f64(), 2)
     );
     pair.print_errors();
-    pair
+    if let Some(e) = node_fork_error.as_ref().filter(|e| *e != "skipped") {
+        println!("  node fork: FAILED: {e}");
+    }
+    IsolationResult {
+        pair,
+        node_fork,
+        node_fork_error,
+    }
 }

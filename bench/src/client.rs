@@ -320,6 +320,40 @@ pub struct StepResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt: Option<Pcts>,
     pub pass: bool,
+    /// User + system CPU seconds of the server's processes during the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` per delivered message, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_us_per_delivery: Option<f64>,
+}
+
+impl StepResult {
+    /// A step whose clients could not all connect: a failure.
+    pub fn failed_connect(clients: usize) -> Self {
+        Self {
+            clients,
+            sent: 0,
+            expected: 0,
+            delivered: 0,
+            lost: 0,
+            disconnected: 0,
+            secs: 0.0,
+            delivered_per_sec: 0.0,
+            latency: Pcts::default(),
+            rtt: None,
+            pass: false,
+            server_cpu_secs: None,
+            server_us_per_delivery: None,
+        }
+    }
+
+    /// Records the server's CPU time over the step.
+    pub fn set_server_cpu(&mut self, secs: f64) {
+        self.server_cpu_secs = Some(secs);
+        self.server_us_per_delivery =
+            (self.delivered > 0).then(|| secs * 1e6 / self.delivered as f64);
+    }
 }
 
 fn frame_for(proto: Proto, body: usize, tag: u64) -> Message {
@@ -424,6 +458,8 @@ pub async fn run_load(clients: &mut [Client], rec: &Recorder, load: &Load) -> St
             && disconnected == 0
             && latency.p95_ms <= 500.0
             && rtt.is_none_or(|r| r.p95_ms <= 500.0),
+        server_cpu_secs: None,
+        server_us_per_delivery: None,
     }
 }
 

@@ -93,6 +93,45 @@ pub async fn stop_child(child: &mut tokio::process::Child, grace: Duration) {
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
+/// User + system CPU seconds of processes, summed (`/proc/<pid>/stat`);
+/// a process that is gone counts 0.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|&p| procfs::stat(p).ok())
+        .map(|s| s.cpu_seconds())
+        .sum()
+}
+
+/// A process and its live children (a Node peer and the rooms it forked).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut v = vec![pid];
+    v.extend(procfs::children_of(pid));
+    v
+}
+
+/// Where a server's CPU time is read from.
+#[derive(Debug, Clone)]
+pub enum CpuOf {
+    /// These processes (our room's worker).
+    Pids(Vec<u32>),
+    /// A process and whatever children it has when read (Node peers).
+    Tree(u32),
+}
+
+impl CpuOf {
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Pids(p) => p.clone(),
+            Self::Tree(p) => with_children(*p),
+        }
+    }
+
+    /// CPU seconds now.
+    pub fn seconds(&self) -> f64 {
+        cpu_seconds(&self.pids())
+    }
+}
+
 /// One line of machine facts for the reports.
 pub fn machine() -> serde_json::Value {
     let (mem, _) = procfs::meminfo();
@@ -101,6 +140,7 @@ pub fn machine() -> serde_json::Value {
         "cpu": procfs::cpu_model(),
         "mem_gib": (mem as f64 / 1024.0 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         "kernel": procfs::kernel_release(),
+        "loadavg": procfs::loadavg(),
     })
 }
 
@@ -120,5 +160,18 @@ mod tests {
         assert_eq!(b - a, 4);
         assert!(a >= 20_000 && b < 32_768);
         assert!(free_port().unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_of_this_process() {
+        let me = std::process::id();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(CpuOf::Pids(vec![me]).seconds() > 0.0);
+        assert!(CpuOf::Tree(me).pids().contains(&me));
+        assert_eq!(cpu_seconds(&[u32::MAX]), 0.0);
     }
 }

@@ -129,7 +129,7 @@ impl OurServer {
         let key = random_key();
         let admin_key = random_key();
         let log = std::fs::File::create(dir.path().join("master.log"))?;
-        let child = Command::new(&bin)
+        let child = crate::pin::command(&bin)
             .arg("--run-dir")
             .arg(&run_dir)
             .args(["--port", &port.to_string()])
@@ -206,6 +206,39 @@ impl OurServer {
             .with_context(|| format!("no pid for room {name}"))
     }
 
+    /// The master's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM to the master, then waits (at most `bound`) until it and every
+    /// one of `rooms` exited. The time that took and the rooms still alive
+    /// (killed afterwards).
+    pub async fn shutdown_timed(mut self, rooms: &[u32], bound: Duration) -> (f64, usize) {
+        let t0 = Instant::now();
+        if let Some(pid) = self.child.id() {
+            procs::signal(pid as i32, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = t0 + bound;
+        let _ = tokio::time::timeout(bound, self.child.wait()).await;
+        let mut left: Vec<u32> = rooms.to_vec();
+        while !left.is_empty() && Instant::now() < deadline {
+            left.retain(|&p| procfs_alive(p));
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        left.retain(|&p| procfs_alive(p));
+        let alive = left.len();
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        for pid in left {
+            procs::signal(pid as i32, nix::sys::signal::Signal::SIGKILL);
+        }
+        (secs, alive)
+    }
+
     /// Stops the master (it ends its rooms), bounded; kills leftovers.
     pub async fn stop(mut self) {
         let pids: Vec<i32> = self
@@ -222,6 +255,10 @@ impl OurServer {
             }
         }
     }
+}
+
+fn procfs_alive(pid: u32) -> bool {
+    procs::alive(pid as i32)
 }
 
 /// The folder of the Node.js peers.
@@ -280,7 +317,7 @@ impl NodeProc {
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         ensure_node_modules(peers).await?;
-        let mut cmd = Command::new("node");
+        let mut cmd = crate::pin::command("node");
         cmd.arg(script)
             .args(args)
             .current_dir(peers)
@@ -322,6 +359,11 @@ impl NodeProc {
 
     pub async fn stop(mut self) {
         procs::stop_child(&mut self.child, Duration::from_secs(5)).await;
+    }
+
+    /// Where this peer's CPU time is read: the process and its children.
+    pub fn cpu(&self) -> procs::CpuOf {
+        procs::CpuOf::Tree(self.pid as u32)
     }
 }
 

@@ -5,20 +5,28 @@
 //! IPC frame. A room gets the full data, chunked, when it links, and again if
 //! it finds itself out of step. A thousand rooms never query the database
 //! themselves.
+//!
+//! The cache holds what it needs and nothing else: the store, the store's
+//! health, and a way to reach every room (`Rooms`).
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chat_shared::chunks;
 use chat_shared::ipc::{Ban, Filter, MasterMsg, Reference};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::state::Shared;
-use crate::store::{FilterAction, ReferenceData};
+use crate::rooms::Rooms;
+use crate::store::{FilterAction, ReferenceData, Store, StoreHealth};
 
-/// The cached snapshot and when it was loaded.
+/// The cached snapshot and when it was loaded, and the handles it refreshes
+/// with.
 pub struct Cache {
     inner: RwLock<CacheState>,
+    store: Arc<dyn Store>,
+    health: Arc<StoreHealth>,
+    rooms: Arc<dyn Rooms>,
 }
 
 struct CacheState {
@@ -86,13 +94,16 @@ fn same_content(a: &Reference, b: &Reference) -> bool {
 }
 
 impl Cache {
-    pub fn new() -> Self {
+    pub fn new(store: Arc<dyn Store>, health: Arc<StoreHealth>, rooms: Arc<dyn Rooms>) -> Self {
         Self {
             inner: RwLock::new(CacheState {
                 reference: Arc::new(Reference::default()),
                 loaded_at: None,
                 last_error: None,
             }),
+            store,
+            health,
+            rooms,
         }
     }
 
@@ -143,45 +154,124 @@ impl Cache {
     }
 }
 
-/// Loads the reference data now and pushes it to every room if it changed.
-pub async fn refresh(master: &Shared) -> Result<u64, String> {
-    match master.store.load_reference().await {
-        Ok(data) => {
-            master.store_reached();
-            if let Some((old, r)) = master.cache.install(data) {
-                tracing::info!(
-                    version = r.version,
-                    users = r.users.len(),
-                    bans = r.bans.len(),
-                    filters = r.filters.len(),
-                    "reference data changed; pushing the change to rooms"
-                );
-                let delta = reference_delta(&old, &r);
-                for room in master.registry.all() {
-                    for m in &delta {
-                        room.send(m.clone());
-                    }
+impl Cache {
+    /// Loads the reference data now and pushes it to every room if it
+    /// changed; the current version, or why the store did not answer.
+    pub async fn refresh(&self) -> Result<u64, String> {
+        match self.store.load_reference().await {
+            Ok(data) => {
+                self.health.reached();
+                if let Some((old, r)) = self.install(data) {
+                    tracing::info!(
+                        version = r.version,
+                        users = r.users.len(),
+                        bans = r.bans.len(),
+                        filters = r.filters.len(),
+                        "reference data changed; pushing the change to rooms"
+                    );
+                    self.rooms.broadcast(&reference_delta(&old, &r));
                 }
+                Ok(self.reference().version)
             }
-            Ok(master.cache.reference().version)
-        }
-        Err(e) => {
-            let e = e.to_string();
-            if master.cache.failed(e.clone()) {
-                tracing::warn!(error = %e, "cannot load reference data; rooms keep the cached copy");
+            Err(e) => {
+                let e = e.to_string();
+                if self.failed(e.clone()) {
+                    tracing::warn!(error = %e, "cannot load reference data; rooms keep the cached copy");
+                }
+                Err(e)
             }
-            Err(e)
         }
     }
 }
 
-/// Refreshes the cache every `--cache-refresh` until shutdown.
-pub async fn run(master: Shared) {
+/// Refreshes the cache every `every` until `shutdown`.
+pub async fn run(cache: Arc<Cache>, every: Duration, shutdown: CancellationToken) {
     loop {
-        let _ = refresh(&master).await;
+        let _ = cache.refresh().await;
         tokio::select! {
-            _ = master.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(master.cfg.cache_refresh) => {}
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chat_shared::reference::ReferenceIndex;
+
+    use super::*;
+    use crate::store::{RedbStore, UserRecord};
+
+    /// What the cache sent to rooms.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<MasterMsg>>);
+
+    impl Rooms for Recorder {
+        fn send(&self, _room: &str, msg: MasterMsg) -> bool {
+            self.0.lock().expect("log").push(msg);
+            true
+        }
+
+        fn broadcast(&self, msgs: &[MasterMsg]) {
+            self.0.lock().expect("log").extend_from_slice(msgs);
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<MasterMsg> {
+            std::mem::take(&mut *self.0.lock().expect("log"))
+        }
+    }
+
+    async fn user(store: &dyn Store, id: &str, name: &str) {
+        store
+            .upsert_user(&UserRecord {
+                id: id.into(),
+                name: name.into(),
+                roles: Vec::new(),
+            })
+            .await
+            .expect("upsert");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_pushes_only_what_changed_to_every_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).await.expect("open"));
+        let rooms = Arc::new(Recorder::default());
+        let health = Arc::new(StoreHealth::new("redb"));
+        let cache = Cache::new(store.clone(), health.clone(), rooms.clone());
+        for i in 0..100 {
+            user(&*store, &format!("u{i}"), &format!("U{i}")).await;
+        }
+        // What a room holds: the full data it got at its hello.
+        let mut room = ReferenceIndex::default();
+        assert_eq!(cache.refresh().await, Ok(1));
+        assert!(health.ever_reached());
+        for m in rooms.take() {
+            let MasterMsg::ReferenceDelta(d) = m else {
+                panic!("not a delta: {m:?}")
+            };
+            assert!(room.apply(&d));
+        }
+        assert_eq!(room.user_count(), 100);
+
+        // Nothing changed: nothing is sent, the version stays.
+        assert_eq!(cache.refresh().await, Ok(1));
+        assert!(rooms.take().is_empty());
+
+        user(&*store, "u7", "renamed").await;
+        assert_eq!(cache.refresh().await, Ok(2));
+        let sent = rooms.take();
+        assert_eq!(sent.len(), 1);
+        let MasterMsg::ReferenceDelta(d) = &sent[0] else {
+            panic!("not a delta: {sent:?}")
+        };
+        assert_eq!(d.users, vec![("u7".to_owned(), Some("renamed".to_owned()))]);
+        assert!(room.apply(d));
+        assert_eq!(room.name("u7"), Some("renamed"));
+        assert_eq!(room.to_reference(), *cache.reference());
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! Each load balancer has its own circuit breaker (1 s timeout; open after 3
 //! consecutive failures; half-open after 30 s) and its own task, so a slow or
-//! dead load balancer never delays the others, the APIs or the rooms.
+//! dead load balancer never delays the others, the APIs or the rooms. A task
+//! holds a [`Host`]: what it reports (capacity and rooms), the drain state it
+//! follows (a `watch`) and the shutdown token, not the master.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +23,8 @@ use metrics::{counter, gauge};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-use crate::state::Shared;
 
 /// Time allowed for one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -213,10 +214,6 @@ pub struct Registration {
     pub every: Duration,
 }
 
-/// How often a heartbeat task looks at the drain state between heartbeats
-/// (a drain or a resume reaches the load balancers within this).
-const DRAIN_CHECK: Duration = Duration::from_millis(250);
-
 /// Where this host stands with one load balancer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
@@ -246,9 +243,22 @@ fn request_error(e: reqwest::Error) -> String {
     error_chain(&e.without_url())
 }
 
-/// What this host reports: (capacity, rooms).
-fn load(master: &Shared) -> (usize, usize) {
-    (master.registry.capacity(), master.registry.len())
+/// What this host reports to load balancers.
+pub trait HostLoad: Send + Sync {
+    /// Rooms this host may run at most (`--max-rooms`).
+    fn capacity(&self) -> usize;
+    /// Rooms it runs now.
+    fn rooms(&self) -> usize;
+}
+
+/// What a heartbeat task needs of this host, and nothing else.
+#[derive(Clone)]
+pub struct Host {
+    pub load: Arc<dyn HostLoad>,
+    /// `true` while new rooms are accepted; `false` while draining.
+    pub accepting: watch::Receiver<bool>,
+    /// Cancelled at shutdown (the task then unregisters).
+    pub shutdown: CancellationToken,
 }
 
 /// The heartbeat's path: `/register/{name}/{capacity}/{rooms}/{version}`.
@@ -261,12 +271,12 @@ fn register_path(reg: &Registration, capacity: usize, rooms: usize) -> String {
 }
 
 async fn register(
-    master: &Shared,
+    load: &dyn HostLoad,
     http: &reqwest::Client,
     lb: &LoadBalancer,
     reg: &Registration,
 ) -> Result<(), String> {
-    let (capacity, rooms) = load(master);
+    let (capacity, rooms) = (load.capacity(), load.rooms());
     let url = format!("{}{}", lb.url, register_path(reg, capacity, rooms));
     let res = http
         .put(url)
@@ -303,9 +313,14 @@ async fn unregister(http: &reqwest::Client, lb: &LoadBalancer, reg: &Registratio
 }
 
 /// One heartbeat through the breaker.
-async fn heartbeat(master: &Shared, http: &reqwest::Client, lb: &LoadBalancer, reg: &Registration) {
+async fn heartbeat(
+    load: &dyn HostLoad,
+    http: &reqwest::Client,
+    lb: &LoadBalancer,
+    reg: &Registration,
+) {
     if lb.allow(Instant::now()) {
-        match register(master, http, lb, reg).await {
+        match register(load, http, lb, reg).await {
             Ok(()) => lb.success(Instant::now()),
             Err(e) => lb.failure(Instant::now(), e),
         }
@@ -325,32 +340,40 @@ async fn heartbeat(master: &Shared, http: &reqwest::Client, lb: &LoadBalancer, r
 /// restart, so it does not report 0 rooms). While the host drains it is
 /// unregistered once and sends no heartbeats (the original load balancer
 /// hands out hosts whatever their free capacity); a resume registers it
-/// again at once.
+/// again at once. The drain state is watched, not polled.
 pub async fn run_one(
-    master: Shared,
+    host: Host,
     http: reqwest::Client,
     lb: Arc<LoadBalancer>,
     reg: Registration,
     adopted: CancellationToken,
 ) {
+    let Host {
+        load,
+        mut accepting,
+        shutdown,
+    } = host;
     tokio::select! {
-        _ = master.shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return,
         _ = adopted.cancelled() => {}
     }
     let mut standing = Standing::Listed;
     let mut next_beat = tokio::time::Instant::now();
+    // Once the master is gone the drain state cannot change any more.
+    let mut watching = true;
     loop {
         let now = tokio::time::Instant::now();
-        match (master.registry.accepting(), standing) {
+        let open = *accepting.borrow_and_update();
+        match (open, standing) {
             (true, Standing::Listed) if now >= next_beat => {
-                heartbeat(&master, &http, &lb, &reg).await;
+                heartbeat(&*load, &http, &lb, &reg).await;
                 next_beat = now + reg.every;
             }
             (true, Standing::Listed) => {}
             (true, Standing::Withdrawn) => {
                 tracing::info!(lb = %lb.url, "resumed: registering with the load balancer again");
                 standing = Standing::Listed;
-                heartbeat(&master, &http, &lb, &reg).await;
+                heartbeat(&*load, &http, &lb, &reg).await;
                 next_beat = now + reg.every;
             }
             (false, Standing::Listed) => {
@@ -359,10 +382,11 @@ pub async fn run_one(
             }
             (false, Standing::Withdrawn) => {}
         }
-        let wake = next_beat.min(tokio::time::Instant::now() + DRAIN_CHECK);
+        let beat = standing == Standing::Listed;
         tokio::select! {
-            _ = master.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(next_beat), if beat => {}
+            changed = accepting.changed(), if watching => watching = changed.is_ok(),
         }
     }
     if standing == Standing::Listed {

@@ -23,6 +23,7 @@ mod metrics;
 mod owners;
 mod registry;
 mod restart;
+mod rooms;
 mod rundir;
 mod state;
 mod store;
@@ -140,12 +141,24 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         shutdown_grace: cfg.shutdown_grace,
         owners: owners::Owners::new(store.clone(), &cfg, &hostname),
     });
+    let store_health = Arc::new(store::StoreHealth::new(store.kind()));
+    let cache = Arc::new(cache::Cache::new(
+        store.clone(),
+        store_health.clone(),
+        registry.clone(),
+    ));
+    let writer_handles = writer::Handles {
+        store: store.clone(),
+        health: store_health.clone(),
+        writer: writer.clone(),
+        rooms: registry.clone(),
+    };
     let master = Arc::new(Master {
         events,
         supervisor,
         store,
-        store_ok: std::sync::atomic::AtomicBool::new(false),
-        cache: cache::Cache::new(),
+        store_health,
+        cache,
         writer,
         registry,
         keys,
@@ -174,8 +187,16 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     tokio::spawn(catalog::follow(master.clone(), master.events.subscribe()));
     tokio::spawn(metrics::follow(master.events.subscribe()));
     let background = TaskTracker::new();
-    background.spawn(store_init(master.clone()));
-    background.spawn(cache::run(master.clone()));
+    background.spawn(store_init(
+        master.store.clone(),
+        master.store_health.clone(),
+        master.shutdown.clone(),
+    ));
+    background.spawn(cache::run(
+        master.cache.clone(),
+        master.cfg.cache_refresh,
+        master.shutdown.clone(),
+    ));
     // Load-balancer heartbeats start once running rooms are adopted (and the
     // catalog's others respawned), not with a count of 0 after a restart.
     let adopted = CancellationToken::new();
@@ -187,7 +208,7 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         });
     }
     background.spawn(catalog::renew_leases(master.clone()));
-    let writer_task = tokio::spawn(writer::run(master.clone(), writes));
+    let writer_task = tokio::spawn(writer::run(writer_handles, writes));
     background.close();
 
     let servers = TaskTracker::new();
@@ -236,7 +257,7 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     master.shutdown.cancel();
-    supervisor::shutdown_all(&master).await;
+    supervisor::shutdown_all(&master.supervisor).await;
     // Rooms are gone; what they handed over is written before we stop.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while master.writer.pending() > 0 && tokio::time::Instant::now() < deadline {
@@ -261,18 +282,22 @@ fn master_store_uri(cfg: &Config) -> Option<&str> {
 }
 
 /// Prepares the store (collections, indexes), retrying until it answers.
-async fn store_init(master: state::Shared) {
+async fn store_init(
+    store: Arc<dyn store::Store>,
+    health: Arc<store::StoreHealth>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        match master.store.init().await {
+        match store.init().await {
             Ok(()) => {
-                master.store_reached();
+                health.reached();
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "the store is not reachable yet; retrying"),
         }
         tokio::select! {
-            _ = master.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -320,10 +345,15 @@ fn start_heartbeats(
         every: master.cfg.lb_interval,
     };
     let http = lb::client(master.cfg.lb_ca.as_deref())?;
+    let me = lb::Host {
+        load: master.registry.clone(),
+        accepting: master.registry.watch_accepting(),
+        shutdown: master.shutdown.clone(),
+    };
     for l in &master.lbs {
         tracing::info!(lb = %l.url, %host, version = %reg.version, "registering with the load balancer once rooms are adopted");
         tasks.spawn(lb::run_one(
-            master.clone(),
+            me.clone(),
             http.clone(),
             l.clone(),
             reg.clone(),

@@ -16,10 +16,11 @@ pub fn new_epoch() -> u64 {
 }
 use chat_shared::settings::RoomSettings;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::lifecycle::{Life, Lifecycle};
+use crate::rooms::Rooms;
 
 /// How a room entry came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct RoomEntry {
     pub name: String,
     pub settings: RoomSettings,
     pub created_unix_ms: u64,
+    /// When the room started on this host (an adopted room: when its
+    /// worker process started), for its uptime.
     pub started: Instant,
     pub origin: Origin,
     /// Another host owned the name and its lease ended: the history goes
@@ -239,7 +242,9 @@ pub struct Registry {
     first_port: u16,
     last_port: u16,
     capacity: usize,
-    accepting: AtomicBool,
+    /// Whether new rooms are accepted (false while draining); watched by
+    /// the load-balancer tasks.
+    accepting: watch::Sender<bool>,
     snapshot_version: AtomicU64,
     server: Mutex<ServerConfig>,
 }
@@ -252,7 +257,7 @@ impl Registry {
             first_port: cfg.room_ports.0,
             last_port: cfg.room_ports.1,
             capacity: cfg.capacity(),
-            accepting: AtomicBool::new(true),
+            accepting: watch::Sender::new(true),
             snapshot_version: AtomicU64::new(1),
             server: Mutex::new(ServerConfig {
                 jwt_secret: cfg.jwt_secret.clone(),
@@ -271,12 +276,17 @@ impl Registry {
     }
 
     pub fn accepting(&self) -> bool {
-        self.accepting.load(Ordering::Acquire)
+        *self.accepting.borrow()
+    }
+
+    /// Follows the drain state: `true` while new rooms are accepted.
+    pub fn watch_accepting(&self) -> watch::Receiver<bool> {
+        self.accepting.subscribe()
     }
 
     /// Starts or ends a drain; true when rooms must get a new snapshot.
     pub fn set_accepting(&self, yes: bool, refuse_joins: bool) -> bool {
-        self.accepting.store(yes, Ordering::Release);
+        self.accepting.send_replace(yes);
         let changed = {
             let mut server = lock(&self.server);
             let changed = server.refuse_joins != refuse_joins;
@@ -387,13 +397,9 @@ impl Registry {
         if rooms.values().any(|e| e.holds_port() && e.port() == port) {
             return None;
         }
-        let entry = Arc::new(RoomEntry::new(
-            name.to_owned(),
-            settings,
-            port,
-            created,
-            Origin::Adopted,
-        ));
+        let mut entry = RoomEntry::new(name.to_owned(), settings, port, created, Origin::Adopted);
+        entry.started = process_started(pid);
+        let entry = Arc::new(entry);
         entry.pid.store(pid, Ordering::Release);
         entry.life.listening(pid, port);
         rooms.insert(name.to_owned(), entry.clone());
@@ -417,14 +423,16 @@ impl Registry {
         {
             return None;
         }
-        let entry = Arc::new(RoomEntry::new(
+        let mut entry = RoomEntry::new(
             head.name.clone(),
             RoomSettings::default(),
             head.port,
             now_ms(),
             // A restart on purpose starts it as a catalog respawn (new epoch).
             Origin::Catalog,
-        ));
+        );
+        entry.started = process_started(head.pid);
+        let entry = Arc::new(entry);
         entry.pid.store(head.pid, Ordering::Release);
         entry.life.listening(head.pid, head.port);
         rooms.insert(head.name.clone(), entry.clone());
@@ -498,6 +506,50 @@ impl Registry {
     pub fn ipc_heartbeat(&self) -> Duration {
         Duration::from_millis(lock(&self.server).ipc_heartbeat_ms)
     }
+
+    /// Pushes the current snapshot (without reference data, which travels
+    /// on its own in chunks) to every room.
+    pub fn push_snapshots(&self) {
+        for room in self.all() {
+            let snapshot = self.snapshot(&room, chat_shared::ipc::Reference::default());
+            room.send(MasterMsg::Snapshot(Box::new(snapshot)));
+        }
+    }
+}
+
+impl Rooms for Registry {
+    fn send(&self, room: &str, msg: MasterMsg) -> bool {
+        self.get(room).is_some_and(|entry| entry.send(msg))
+    }
+
+    fn broadcast(&self, msgs: &[MasterMsg]) {
+        for room in self.all() {
+            for m in msgs {
+                room.send(m.clone());
+            }
+        }
+    }
+}
+
+impl crate::lb::HostLoad for Registry {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn rooms(&self) -> usize {
+        self.len()
+    }
+}
+
+/// When a running worker started (its `/proc/<pid>/stat` start time), so
+/// that an adopted room's uptime goes on across a master restart; now when
+/// unknown.
+fn process_started(pid: u32) -> Instant {
+    let now = Instant::now();
+    chat_shared::procfs::age(pid)
+        .ok()
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
 }
 
 /// Failed rooms kept listed at most; past it the oldest are forgotten.

@@ -1,11 +1,14 @@
-//! What the master's tasks share.
+//! The whole master, as the HTTP handlers and the IPC sessions see it.
+//! Long-lived tasks get narrow handles instead (the supervisors a
+//! `Supervisor`, the writer its `writer::Handles`, the cache its store and a
+//! way to reach rooms, the load-balancer tasks `lb::Host`); none of the
+//! modules named here imports this one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use chat_shared::ipc::{MasterMsg, Snapshot};
+use chat_shared::ipc::Snapshot;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +20,7 @@ use crate::keys::Keys;
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RoomEntry};
-use crate::store::Store;
+use crate::store::{Store, StoreHealth};
 use crate::supervisor::Sup;
 use crate::writer::Writer;
 
@@ -44,9 +47,9 @@ pub struct Master {
     /// The load balancers this host registers with.
     pub lbs: Vec<Arc<crate::lb::LoadBalancer>>,
     pub store: Arc<dyn Store>,
-    /// Set once the store answered at least once (readiness).
-    pub store_ok: AtomicBool,
-    pub cache: Cache,
+    /// Whether the store answered at least once (readiness).
+    pub store_health: Arc<StoreHealth>,
+    pub cache: Arc<Cache>,
     pub writer: Arc<Writer>,
     /// The rooms' lifecycle events (published by the supervisors).
     pub events: Events,
@@ -55,14 +58,8 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn store_reached(&self) {
-        if !self.store_ok.swap(true, Ordering::AcqRel) {
-            tracing::info!(store = self.store.kind(), "store reached");
-        }
-    }
-
     pub fn store_ever_reached(&self) -> bool {
-        self.store_ok.load(Ordering::Acquire)
+        self.store_health.ever_reached()
     }
 
     /// The snapshot a room's worker pulls (and receives again on changes).
@@ -74,9 +71,7 @@ impl Master {
 
     /// Pushes the current snapshot to every room.
     pub fn push_snapshots(&self) {
-        for room in self.registry.all() {
-            room.send(MasterMsg::Snapshot(Box::new(self.snapshot(&room))));
-        }
+        self.registry.push_snapshots();
     }
 }
 

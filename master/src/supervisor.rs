@@ -30,7 +30,6 @@ use tokio_util::task::TaskTracker;
 use crate::events::{EventKind, Events};
 use crate::lifecycle::Lifecycle;
 use crate::registry::{Origin, Refused, Registry, RoomEntry};
-use crate::state::Shared;
 use crate::store::{Claim, Store};
 use crate::writer::Writer;
 
@@ -639,11 +638,11 @@ pub fn alive(pid: u32) -> bool {
 /// Shuts every room down (the server is stopping): rooms are told to refuse
 /// joins, then asked to stop; the supervisors are awaited up to the grace
 /// period, then what is left is killed.
-pub async fn shutdown_all(master: &Shared) {
-    if master.registry.set_accepting(false, true) {
-        master.push_snapshots();
+pub async fn shutdown_all(sup: &Sup) {
+    if sup.registry.set_accepting(false, true) {
+        sup.registry.push_snapshots();
     }
-    stop_all(&master.supervisor).await;
+    stop_all(sup).await;
 }
 
 /// Asks every room to stop, waits up to the grace period, then kills.

@@ -1,6 +1,7 @@
 //! Large IPC payloads in pieces that each fit a frame: a room's recent
 //! messages, and reference data as deltas (what changed since a version)
-//! split into chunks bounded in bytes.
+//! split into chunks bounded in bytes. A room applies them to its
+//! [`ReferenceIndex`](crate::reference::ReferenceIndex).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -133,123 +134,10 @@ pub fn split(d: ReferenceDelta, max: usize) -> Vec<ReferenceDelta> {
     out
 }
 
-/// Applies a delta (or chunk) to `r`; `false` (and `r` unchanged) when it
-/// does not apply to `r`'s version.
-pub fn apply(r: &mut Reference, d: &ReferenceDelta) -> bool {
-    match d.base {
-        None => *r = Reference::default(),
-        Some(b) if b == r.version => {}
-        Some(_) => return false,
-    }
-    r.version = d.version;
-    if !d.users.is_empty() {
-        let changed: HashMap<&str, &Option<String>> =
-            d.users.iter().map(|(i, n)| (i.as_str(), n)).collect();
-        let mut seen = HashSet::new();
-        r.users
-            .retain_mut(|(id, name)| match changed.get(id.as_str()) {
-                Some(Some(n)) => {
-                    seen.insert(id.clone());
-                    *name = n.clone();
-                    true
-                }
-                Some(None) => false,
-                None => true,
-            });
-        for (id, n) in &d.users {
-            if let Some(n) = n
-                && !seen.contains(id)
-            {
-                r.users.push((id.clone(), n.clone()));
-            }
-        }
-    }
-    if !d.bans.is_empty() {
-        let touched: HashSet<&str> = d.bans.iter().map(|(u, _)| u.as_str()).collect();
-        r.bans.retain(|b| !touched.contains(b.user_id.as_str()));
-        r.bans
-            .extend(d.bans.iter().flat_map(|(_, b)| b.iter().cloned()));
-    }
-    if let Some(f) = &d.filters {
-        r.filters = f.clone();
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{Filter, MasterMsg};
-
-    fn reference(version: u64, users: usize, tag: &str) -> Reference {
-        Reference {
-            version,
-            users: (0..users)
-                .map(|i| (format!("user-{i}"), format!("{tag} {i}")))
-                .collect(),
-            bans: vec![Ban {
-                user_id: "user-1".into(),
-                room: None,
-                until_ms: None,
-                reason: Some(tag.into()),
-            }],
-            filters: vec![Filter {
-                pattern: tag.into(),
-                reject: false,
-            }],
-        }
-    }
-
-    fn sorted(mut r: Reference) -> Reference {
-        r.users.sort();
-        r.bans.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        r
-    }
-
-    #[test]
-    fn a_delta_turns_old_into_new() {
-        let old = reference(3, 50, "old");
-        let mut new = reference(4, 40, "old");
-        new.users[5].1 = "renamed".into();
-        new.users.push(("user-x".into(), "x".into()));
-        new.bans.clear();
-        new.bans.push(Ban {
-            user_id: "user-2".into(),
-            room: Some("r".into()),
-            until_ms: Some(5),
-            reason: None,
-        });
-        let d = delta(&old, &new);
-        // Only what changed travels.
-        assert_eq!(d.users.len(), 1 + 1 + 10);
-        assert_eq!(d.bans.len(), 2);
-        assert_eq!(d.filters, None);
-        let mut r = old.clone();
-        assert!(apply(&mut r, &d));
-        assert_eq!(sorted(r.clone()), sorted(new.clone()));
-        // Not on another version.
-        assert!(!apply(&mut r, &d));
-    }
-
-    #[test]
-    fn a_large_reference_travels_in_frames_that_fit() {
-        // About 40 MB of profiles: far more than one frame.
-        let mut big = reference(9, 400_000, &"n".repeat(80));
-        big.filters.push(Filter {
-            pattern: "/x+/".into(),
-            reject: true,
-        });
-        let chunks = split(full(&big), CHUNK_BYTES);
-        assert!(chunks.len() > 30, "{}", chunks.len());
-        let mut r = reference(2, 3, "stale");
-        for c in &chunks {
-            let frame = postcard::to_allocvec(&MasterMsg::ReferenceDelta(Box::new(c.clone())))
-                .expect("encodes");
-            assert!(frame.len() <= CHUNK_BYTES + 1024, "{}", frame.len());
-            assert!(apply(&mut r, c));
-        }
-        assert_eq!(r, big);
-    }
+    use crate::ipc::MasterMsg;
 
     #[test]
     fn recent_messages_are_chunked_in_order() {

@@ -3,6 +3,8 @@
 //!
 //! - [`ipc`]: the messages exchanged over the master's local socket;
 //! - [`chunks`]: large IPC payloads split into frames that fit;
+//! - [`reference`]: reference data keyed by user id, deltas applied in the
+//!   time of their size;
 //! - [`framing`]: length-delimited postcard frames carrying them;
 //! - [`link`]: an IPC session's reader and writer tasks, heartbeats first;
 //! - [`settings`]: room settings, validated where rooms are created;
@@ -25,6 +27,7 @@ pub mod listener;
 #[cfg(feature = "procfs")]
 pub mod procfs;
 pub mod protocol;
+pub mod reference;
 pub mod room_name;
 pub mod settings;
 

@@ -23,6 +23,9 @@ pub struct Stat {
     /// User and system CPU time, in clock ticks.
     pub utime: u64,
     pub stime: u64,
+    /// When the process started, in clock ticks after the machine booted
+    /// (0 when the field is missing).
+    pub starttime: u64,
 }
 
 impl Stat {
@@ -50,6 +53,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         // utime and stime are fields 14 and 15 of stat: 11 and 12 after comm.
         utime: num(11)?,
         stime: num(12)?,
+        // starttime is field 22: 19 after comm.
+        starttime: num(19).unwrap_or(0),
     })
 }
 
@@ -57,6 +62,13 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 pub fn stat(pid: u32) -> io::Result<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))
+}
+
+/// How long ago a process started (from its `starttime` and the machine's
+/// uptime); a process whose start is unknown is as old as the machine.
+pub fn age(pid: u32) -> io::Result<Duration> {
+    let started = stat(pid)?.starttime as f64 / TICKS_PER_SEC;
+    Ok(uptime().saturating_sub(Duration::try_from_secs_f64(started).unwrap_or(Duration::ZERO)))
 }
 
 /// Whether `pid` is a live process: it exists and is not a zombie (dead but
@@ -224,12 +236,32 @@ mod tests {
                 state: 'S',
                 ppid: 7,
                 utime: 250,
-                stime: 50
+                stime: 50,
+                starttime: 1,
             })
         );
         assert_eq!(s.map(|s| s.cpu_seconds()), Some(3.0));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) Z"), None);
+    }
+
+    #[test]
+    fn this_process_started_before_now_and_after_boot() {
+        let age = age(std::process::id()).expect("own stat");
+        assert!(age <= uptime(), "{age:?}");
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        // A process started later is not older (ticks are 10 ms).
+        let young = self::age(child.id()).expect("child stat");
+        assert!(
+            young <= age + Duration::from_millis(20),
+            "{young:?} {age:?}"
+        );
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4008;
     /// The server is draining and refuses new joins; try another host later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// A frame that breaks the WebSocket protocol (e.g. a continuation
+    /// without a first fragment, an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
 }
 
 /// Stable error codes of `error` frames.

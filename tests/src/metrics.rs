@@ -199,6 +199,11 @@ impl Exposition {
             .collect()
     }
 
+    /// The sum of every sample `name`, whatever its labels (0 when none).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.find(name, &[]).iter().map(|s| s.value).sum()
+    }
+
     /// The value of the one sample `name{labels}`, if present.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let found = self.find(name, labels);
@@ -250,6 +255,8 @@ mod tests {
         assert_eq!(e.family_of("h_bucket"), "h");
         assert_eq!(e.value("h_bucket", &[("le", "+Inf")]), Some(2.0));
         assert_eq!(e.helps["a_total"], "A counter.");
+        assert_eq!(e.sum("h_bucket"), 3.0);
+        assert_eq!(e.sum("absent"), 0.0);
         assert!(parse_exposition("x 1\n# TYPE x gauge\n").is_err());
         assert!(parse_exposition("x{a=1} 1\n").is_err());
         assert!(parse_exposition("x one\n").is_err());

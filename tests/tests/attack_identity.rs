@@ -112,3 +112,42 @@ async fn websockets_from_other_origins_are_refused() {
     let (code, _) = join_code(port, "name=bot", &[]).await;
     assert_eq!(code, 0);
 }
+
+/// Defences: confusable skeletons (Unicode TR39) and mixed-script words.
+/// A guest or a signed-in member whose name has the skeleton of a
+/// moderator present (`Μоd`: Greek Mu, Cyrillic o; `rnod`; `M0D`) is
+/// refused with 4000, and so is a name mixing Latin and Cyrillic in one
+/// word wherever it comes from. Before, only exact (case-insensitive) names
+/// of signed-in members were protected, so every one of these joined.
+#[tokio::test]
+async fn homoglyphs_of_a_moderator_and_mixed_scripts_are_refused() {
+    let s = Server::start(ServerOpts::new().with_jwt()).await;
+    let secret = s.jwt_secret.clone().unwrap();
+    let port = s
+        .create_room_settings("glyphs", Some(json!({"guests": true})))
+        .await;
+    let t = token(&secret, "m1", "Mod", "glyphs", "moderator");
+    let mut moderator = Client::join(port, &format!("token={}", enc(&t))).await;
+    for name in ["\u{039C}\u{043E}d", "rnod", "M0D", "m\u{043E}d"] {
+        let (code, _) = join_code(port, &format!("name={}", enc(name)), &[]).await;
+        assert_eq!(code, 4000, "guest {name:?} posed as the moderator");
+        let t = token(&secret, "u9", name, "glyphs", "member");
+        let (code, _) = join_code(port, &format!("token={}", enc(&t)), &[]).await;
+        assert_eq!(code, 4000, "member {name:?} posed as the moderator");
+    }
+    // Mixed scripts in one word: refused even with no one to imitate.
+    for name in ["p\u{0430}ypal", "\u{0430}lice"] {
+        let (code, _) = join_code(port, &format!("name={}", enc(name)), &[]).await;
+        assert_eq!(code, 4000, "mixed-script name {name:?} was let in");
+    }
+    // Honest names still join: other scripts, one per word, and names that
+    // merely resemble the moderator's.
+    for name in ["Иван Petrov", "山田 ひろし", "Moderna", "mod2"] {
+        let (code, _) = join_code(port, &format!("name={}", enc(name)), &[]).await;
+        assert_eq!(code, 0, "{name:?} was refused");
+    }
+    // The moderator itself rejoins (another device) under its name.
+    let (code, _) = join_code(port, &format!("token={}", enc(&t)), &[]).await;
+    assert_eq!(code, 0, "the moderator's second device was refused");
+    moderator.say_acked("still here").await;
+}

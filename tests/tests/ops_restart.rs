@@ -99,6 +99,14 @@ async fn master_restart_in_place_keeps_rooms_and_clients() {
         .collect();
     let started_at = s.admin(Method::GET, "/api/v1/load").await.data()["startedAt"].clone();
     assert!(started_at.is_string());
+    // A room's uptime goes on across the adoption: let r1 be up long enough
+    // that an uptime counted from the adoption would be visibly shorter.
+    let up_before = wait_for(Duration::from_secs(10), "r1 up for 3 s", || async {
+        let up = u64_of(admin_rooms(&s).await.get("r1")?, "uptime_secs");
+        (up >= 3).then_some(up)
+    })
+    .await;
+    let since_up_before = std::time::Instant::now();
 
     let r = s.admin(Method::POST, "/api/v1/restart").await;
     assert_eq!(r.status, 202, "{}", r.text);
@@ -138,6 +146,15 @@ async fn master_restart_in_place_keeps_rooms_and_clients() {
         );
         assert_eq!(room["port"], before[name]["port"], "{name}");
     }
+    // Its uptime is the worker's, not the new master's view of it: at least
+    // what it was plus the time since (whole seconds; one of slack for the
+    // spawn, which the first master counted from just before).
+    let elapsed = since_up_before.elapsed().as_secs();
+    let r1 = admin_room(&s, "r1").await;
+    assert!(
+        u64_of(&r1, "uptime_secs") + 1 >= up_before + elapsed,
+        "r1's uptime restarted at the adoption: {r1} (was {up_before} {elapsed} s before)"
+    );
 
     // The clients never noticed, and the room is operable again: a
     // broadcast reaches it once its link is back.

@@ -76,10 +76,14 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
             None => return,
             Some(Ok(m)) => m,
             Some(Err(e)) => {
-                if is_too_big(&e) {
-                    conn.out.close(close::TOO_BIG, "message too big");
-                } else {
-                    tracing::debug!(room = %worker.name, user = %conn.user_id, error = %e, "read error");
+                match refused_frame(&e) {
+                    Some((code, reason)) => {
+                        tracing::info!(room = %worker.name, user = %conn.user_id, code, reason, "closing on a refused frame");
+                        conn.out.close(code, reason);
+                    }
+                    None => {
+                        tracing::debug!(room = %worker.name, user = %conn.user_id, error = %e, "read error");
+                    }
                 }
                 return;
             }
@@ -106,6 +110,29 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
             Message::Close(_) => return,
         }
     }
+}
+
+/// The close code and reason for a frame the WebSocket layer refused: too
+/// big (1009), text that is not UTF-8 (1007), a protocol violation (1002);
+/// `None` for a transport error (the connection is gone).
+fn refused_frame(e: &axum::Error) -> Option<(u16, &'static str)> {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    if is_too_big(e) {
+        return Some((close::TOO_BIG, "message too big"));
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        match s.downcast_ref::<WsError>() {
+            Some(WsError::Utf8(_)) => return Some((close::INVALID_DATA, "text is not UTF-8")),
+            Some(WsError::Protocol(_)) => {
+                return Some((close::PROTOCOL_ERROR, "WebSocket protocol violation"));
+            }
+            _ => {}
+        }
+        source = s.source();
+    }
+    None
 }
 
 pub fn is_too_big(e: &axum::Error) -> bool {

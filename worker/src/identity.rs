@@ -90,14 +90,8 @@ pub fn is_hostile_char(c: char) -> bool {
         )
 }
 
-/// Whether two display names would read the same (case and surrounding
-/// space ignored).
-pub fn same_name(a: &str, b: &str) -> bool {
-    a.trim().to_lowercase() == b.trim().to_lowercase()
-}
-
 /// Checks a display name: trimmed, 1–64 characters, no control, format or
-/// bidirectional characters.
+/// bidirectional characters, no word mixing scripts (homoglyphs).
 pub fn clean_name(raw: &str) -> Result<String, Refusal> {
     let name = raw.trim();
     if name.is_empty() {
@@ -110,6 +104,12 @@ pub fn clean_name(raw: &str) -> Result<String, Refusal> {
         return Err(Refusal::new(
             close::BAD_REQUEST,
             "name has control, invisible or bidirectional characters",
+        ));
+    }
+    if crate::confusables::mixed_script_word(name).is_some() {
+        return Err(Refusal::new(
+            close::BAD_REQUEST,
+            "name mixes scripts within a word (e.g. Latin and Cyrillic)",
         ));
     }
     Ok(name.to_owned())
@@ -323,7 +323,11 @@ mod tests {
             );
         }
         assert!(clean_name("Zoë 山田").is_ok());
-        assert!(same_name(" Mod ", "mod"));
+        assert_eq!(
+            clean_name("p\u{0430}ypal").unwrap_err().code,
+            close::BAD_REQUEST,
+            "Latin and Cyrillic in one word"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod caps;
 mod commands;
+mod confusables;
 mod conn;
 mod filters;
 mod history;
@@ -19,6 +20,7 @@ mod limits;
 mod master_link;
 mod members;
 mod moderation;
+mod notices;
 mod outbound;
 mod outbox;
 mod room;
@@ -125,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     room.apply_reference(snapshot.reference.clone());
     room.load_recent(snapshot.recent);
     room.welcome_history_bytes = snapshot.server.limits.welcome_history_bytes as usize;
-    let (to_master, outgoing) = tokio::sync::mpsc::unbounded_channel();
+    let to_master = Arc::new(notices::Notices::default());
     room.to_master = Some(to_master.clone());
     let worker = Arc::new(Worker::new(
         args.port,
@@ -144,7 +146,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker.clone(),
         args.master_socket.clone(),
         link,
-        outgoing,
     ));
     tokio::spawn(timers::heartbeat(worker.clone()));
     tokio::spawn(timers::expire_queries(worker.clone()));

@@ -11,11 +11,12 @@ use chat_shared::framing::{FrameError, FrameReader, FrameWriter, decode, decode_
 use chat_shared::ipc::{Hello, HelloReply, MasterMsg, Snapshot, WorkerMsg};
 use chat_shared::link::{self, LinkOptions, LinkRx, LinkTx};
 use chat_shared::protocol::close;
+use chat_shared::reference::ReferenceIndex;
 use thiserror::Error;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
+use crate::notices::Notices;
 use crate::state::Worker;
 
 /// Time allowed for the handshake.
@@ -96,12 +97,13 @@ pub async fn connect(path: &Path, hello: &Hello) -> Result<(Link, Snapshot), Lin
 /// Receives the frames that follow a snapshot (its reference data and
 /// recent messages, in chunks) into it.
 async fn receive_chunks(link: &mut Link, snapshot: &mut Snapshot) -> Result<(), LinkError> {
+    let mut reference = ReferenceIndex::from_reference(std::mem::take(&mut snapshot.reference));
     for _ in 0..snapshot.follow {
         match link.reader.recv::<MasterMsg>().await? {
             None => return Err(LinkError::Closed),
             Some(MasterMsg::Recent(chunk)) => snapshot.recent.extend(chunk),
             Some(MasterMsg::ReferenceDelta(d)) => {
-                if !chat_shared::chunks::apply(&mut snapshot.reference, &d) {
+                if !reference.apply(&d) {
                     tracing::warn!(room = %snapshot.room.name, "a reference chunk out of order in the handshake");
                 }
             }
@@ -110,16 +112,13 @@ async fn receive_chunks(link: &mut Link, snapshot: &mut Snapshot) -> Result<(), 
             }
         }
     }
+    snapshot.reference = reference.to_reference();
     Ok(())
 }
 
 /// Runs the link until the worker shuts down, reconnecting when it drops.
-pub async fn run(
-    worker: Arc<Worker>,
-    path: PathBuf,
-    first: Link,
-    mut outgoing: mpsc::UnboundedReceiver<WorkerMsg>,
-) {
+pub async fn run(worker: Arc<Worker>, path: PathBuf, first: Link) {
+    let outgoing = worker.to_master.clone();
     let mut link = Some(first);
     let mut backoff = Duration::from_millis(100);
     // A master of another version is reported once, then retried quietly.
@@ -127,7 +126,7 @@ pub async fn run(
     loop {
         if let Some(l) = link.take() {
             backoff = Duration::from_millis(100);
-            match session(&worker, l, &mut outgoing).await {
+            match session(&worker, l, &outgoing).await {
                 Ok(()) => return,
                 Err(e) => {
                     worker.room().unlink();
@@ -171,11 +170,7 @@ pub async fn run(
 /// One connected session; `Ok` when the worker shuts down. The socket is
 /// read and written by tasks of its own (see `chat_shared::link`): this loop
 /// never waits on a write while it could receive.
-async fn session(
-    worker: &Arc<Worker>,
-    link: Link,
-    outgoing: &mut mpsc::UnboundedReceiver<WorkerMsg>,
-) -> Result<(), LinkError> {
+async fn session(worker: &Arc<Worker>, link: Link, outgoing: &Notices) -> Result<(), LinkError> {
     let heartbeat = Duration::from_millis(worker.config().ipc_heartbeat_ms.max(50));
     let (tx, mut rx) = link::spawn::<_, _, MasterMsg, WorkerMsg>(
         link.reader,
@@ -195,11 +190,7 @@ async fn session(
         tokio::select! {
             _ = worker.shutdown.cancelled() => break,
             _ = flush.notified(), if !want_flush => want_flush = true,
-            m = outgoing.recv(), if pending.is_none() => {
-                if let Some(m) = m {
-                    pending = Some(m);
-                }
-            }
+            m = outgoing.recv(), if pending.is_none() => pending = Some(m),
             _ = stats.tick(), if pending.is_none() => {
                 let now = worker.stats();
                 if now != last {
@@ -232,7 +223,7 @@ async fn session(
         if let Some(m) = pending.take() {
             tx.send(&m).await?;
         }
-        while let Ok(m) = outgoing.try_recv() {
+        while let Some(m) = outgoing.try_recv() {
             tx.send(&m).await?;
         }
         drain(worker, &tx, &mut rx).await

@@ -3,7 +3,6 @@
 //! across an `.await`, and everything a join or a message changes happens in
 //! one critical section, so every connection sees frames in `seq` order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
@@ -11,6 +10,7 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
 use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close, code};
+use chat_shared::reference::ReferenceIndex;
 use chat_shared::settings::RoomSettings;
 
 use crate::filters::Filters;
@@ -50,16 +50,17 @@ pub struct Room {
     next_conn: u64,
     /// Messages not yet confirmed stored, and their acks.
     pub outbox: Outbox,
-    pub reference: Reference,
+    /// Profiles, store bans and filters, keyed by user id.
+    pub reference: ReferenceIndex,
     /// Set once the room asked the master for the full reference data.
     reference_resync: bool,
-    pub user_names: HashMap<String, String>,
     pub filters: Filters,
     pub history_queries: Queries,
     /// Whether a master link is up (store queries are possible).
     pub linked: bool,
-    /// Messages for the master (stored messages travel separately).
-    pub to_master: Option<tokio::sync::mpsc::UnboundedSender<WorkerMsg>>,
+    /// Notices for the master, bounded (stored messages travel in the
+    /// outbox).
+    pub to_master: Option<Arc<crate::notices::Notices>>,
     /// Wakes the master link to send new messages at once.
     pub flush: Arc<tokio::sync::Notify>,
     pub messages_in: u64,
@@ -98,9 +99,8 @@ impl Room {
             epoch,
             seq,
             outbox: Outbox::new(seq),
-            reference: Reference::default(),
+            reference: ReferenceIndex::default(),
             reference_resync: false,
-            user_names: HashMap::new(),
             filters: Filters::default(),
             history_queries: Queries::default(),
             linked: false,
@@ -196,21 +196,26 @@ impl Room {
             return Err(Refusal::new(close::BANNED, format!("banned: {reason}")));
         }
         let mut who = who;
-        if let Some(name) = self.user_names.get(&who.id) {
-            who.name = name.clone();
+        if let Some(name) = self.reference.name(&who.id) {
+            who.name = name.to_owned();
         }
         let first = !self.users.contains_key(&who.id);
-        // A guest may not pose as a signed-in user present in the room.
-        if who.role == Role::Guest
-            && self
-                .users
-                .values()
-                .any(|u| u.role != Role::Guest && crate::identity::same_name(&u.name, &who.name))
-        {
-            return Err(Refusal::new(
-                close::BAD_REQUEST,
-                "name is taken by a signed-in member",
-            ));
+        // Nobody may look like a moderator or owner present in the room, and
+        // a guest may not look like any signed-in member (TR39 skeletons:
+        // case, homoglyphs and invisible characters ignored).
+        let skeleton = crate::confusables::name_skeleton(&who.name);
+        let posed = self.users.values().find(|u| {
+            u.id != who.id
+                && (u.role.moderates() || (who.role == Role::Guest && u.role != Role::Guest))
+                && crate::confusables::name_skeleton(&u.name) == skeleton
+        });
+        if let Some(u) = posed {
+            let reason = if u.role.moderates() {
+                "name looks like that of a moderator in the room"
+            } else {
+                "name is taken by a signed-in member"
+            };
+            return Err(Refusal::new(close::BAD_REQUEST, reason));
         }
         if first
             && let Some(max) = self.settings.max_members
@@ -455,10 +460,10 @@ impl Room {
         }
     }
 
-    /// Sends a message to the master (if linked, else queued in the channel).
+    /// Sends a notice to the master (queued, bounded, while unlinked).
     pub fn tell_master(&self, msg: WorkerMsg) {
-        if let Some(tx) = &self.to_master {
-            let _ = tx.send(msg);
+        if let Some(notices) = &self.to_master {
+            notices.send(msg);
         }
     }
 
@@ -524,22 +529,29 @@ impl Room {
 
     /// Why a user may not be here, if banned (room ban or store ban).
     pub fn ban_reason(&self, user_id: &str) -> Option<String> {
-        self.moderation
-            .ban_reason(user_id, &self.name, &self.reference.bans, now_ms())
+        self.moderation.ban_reason(
+            user_id,
+            &self.name,
+            self.reference.bans_of(user_id),
+            now_ms(),
+        )
     }
 
     /// New reference data (the whole of it, whatever its version): names,
     /// filters, and bans that remove users.
     pub fn apply_reference(&mut self, reference: Reference) {
-        self.reference = reference;
+        self.reference = ReferenceIndex::from_reference(reference);
         self.reference_resync = false;
-        self.reference_changed(true);
+        self.filters = Filters::new(self.reference.filters());
+        let members: Vec<String> = self.users.keys().cloned().collect();
+        self.remove_banned(members);
     }
 
-    /// A change of the reference data (or one chunk of it). When it does not
-    /// apply to this room's version, asks the master for the full data once.
+    /// A change of the reference data (or one chunk of it), applied in the
+    /// time of its own size. When it does not apply to this room's version,
+    /// asks the master for the full data once.
     pub fn apply_reference_delta(&mut self, d: &ReferenceDelta) -> Option<WorkerMsg> {
-        if !chat_shared::chunks::apply(&mut self.reference, d) {
+        if !self.reference.apply(d) {
             if self.reference_resync {
                 return None;
             }
@@ -549,22 +561,30 @@ impl Room {
                 have: self.reference.version,
             });
         }
-        if d.base.is_none() {
-            self.reference_resync = false;
+        if d.filters.is_some() {
+            self.filters = Filters::new(self.reference.filters());
         }
-        self.reference_changed(d.filters.is_some());
+        // The first chunk of the full data starts over: every member may be
+        // banned now. A change touches only the users it lists.
+        let check: Vec<String> = if d.base.is_none() {
+            self.reference_resync = false;
+            self.users.keys().cloned().collect()
+        } else {
+            d.bans
+                .iter()
+                .filter(|(id, _)| self.users.contains_key(id))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        self.remove_banned(check);
         None
     }
 
-    fn reference_changed(&mut self, filters: bool) {
-        if filters {
-            self.filters = Filters::new(&self.reference.filters);
-        }
-        self.user_names = self.reference.users.iter().cloned().collect();
-        let banned: Vec<(String, String)> = self
-            .users
-            .keys()
-            .filter_map(|id| self.ban_reason(id).map(|r| (id.clone(), r)))
+    /// Disconnects those of `members` whom a ban now keeps out.
+    fn remove_banned(&mut self, members: Vec<String>) {
+        let banned: Vec<(String, String)> = members
+            .into_iter()
+            .filter_map(|id| self.ban_reason(&id).map(|r| (id, r)))
             .collect();
         for (id, reason) in banned {
             tracing::info!(room = %self.name, user = %id, "removing a banned user");

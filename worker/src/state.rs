@@ -2,8 +2,9 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use chat_shared::ipc::{RoomConfig, RoomStats, ServerConfig, WorkerMsg};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use chat_shared::ipc::{RoomConfig, RoomStats, ServerConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +24,8 @@ pub struct Worker {
     pub end_reason: Mutex<String>,
     /// Every connection's task.
     pub tracker: TaskTracker,
-    /// Messages for the master, sent by the link when it is up.
-    pub to_master: mpsc::UnboundedSender<WorkerMsg>,
+    /// Notices for the master, sent by the link when it is up (bounded).
+    pub to_master: Arc<crate::notices::Notices>,
     /// Open connections in all, per user and per address.
     pub caps: std::sync::Arc<crate::caps::ConnCaps>,
 }
@@ -35,7 +36,7 @@ impl Worker {
         created_unix_ms: u64,
         room: Room,
         server: ServerConfig,
-        to_master: mpsc::UnboundedSender<WorkerMsg>,
+        to_master: Arc<crate::notices::Notices>,
     ) -> Self {
         Self {
             name: room.name.clone(),

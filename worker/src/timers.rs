@@ -75,7 +75,7 @@ pub async fn time_limit(worker: Arc<Worker>, created_unix_ms: u64, limit_secs: u
     }
     let reason = "time limit reached";
     tracing::info!(room = %worker.name, "{reason}");
-    let _ = worker.to_master.send(WorkerMsg::Ended {
+    worker.to_master.send(WorkerMsg::Ended {
         reason: reason.into(),
     });
     worker.end(reason);

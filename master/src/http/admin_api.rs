@@ -390,7 +390,7 @@ async fn add_ban(State(master): State<Shared>, body: Bytes) -> Response {
         );
     }
     tracing::info!(user = %ban.user_id, room = ?ban.room, "ban added by an operator");
-    let version = crate::cache::refresh(&master).await.ok();
+    let version = master.cache.refresh().await.ok();
     data(
         StatusCode::CREATED,
         json!({"user": ban.user_id, "room": ban.room, "until_ms": ban.until_ms, "reason": ban.reason, "cache_version": version}),
@@ -404,7 +404,7 @@ async fn list_bans(State(master): State<Shared>) -> Response {
 async fn remove_bans(State(master): State<Shared>, Path(user): Path<String>) -> Response {
     match master.store.remove_bans(&user).await {
         Ok(removed) => {
-            let version = crate::cache::refresh(&master).await.ok();
+            let version = master.cache.refresh().await.ok();
             data(
                 StatusCode::OK,
                 json!({"user": user, "removed": removed, "cache_version": version}),
@@ -453,7 +453,7 @@ async fn put_user(State(master): State<Shared>, Path(id): Path<String>, body: By
             "the store is unavailable; the user was not recorded",
         );
     }
-    let version = crate::cache::refresh(&master).await.ok();
+    let version = master.cache.refresh().await.ok();
     data(
         StatusCode::OK,
         json!({"id": user.id, "name": user.name, "roles": user.roles, "cache_version": version}),
@@ -497,7 +497,7 @@ async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
             "the store is unavailable; the filter was not recorded",
         );
     }
-    let version = crate::cache::refresh(&master).await.ok();
+    let version = master.cache.refresh().await.ok();
     data(
         StatusCode::CREATED,
         json!({"pattern": filter.pattern, "action": action.as_str(), "cache_version": version}),
@@ -513,7 +513,7 @@ async fn cache_info(State(master): State<Shared>) -> Response {
 }
 
 async fn cache_refresh(State(master): State<Shared>) -> Response {
-    match crate::cache::refresh(&master).await {
+    match master.cache.refresh().await {
         Ok(_) => data(StatusCode::OK, master.cache.info()),
         Err(_) => message(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 //! embedded redb file otherwise. Both backends implement [`Store`]; one test
 //! suite (`suite.rs`) runs against each. `docs/DATA.md` describes the schema.
 
+pub mod health;
 mod mongo_docs;
 pub mod mongo_store;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use health::StoreHealth;
 pub use mongo_store::{MongoOptions, MongoStore};
 pub use records::{
     BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,

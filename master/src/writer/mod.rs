@@ -13,13 +13,16 @@
 //!   an ack. So does a conflict (a different message stored at the seq).
 //! - Each room has a durable watermark (a `watch`): everything it sent up to
 //!   it is handled. A room restarting after a crash waits on its own.
+//! - The loop holds [`Handles`]: the store, its health, this writer's own
+//!   state and a way to reach rooms, not the master. Its counters are the
+//!   `metrics` crate's (`chat_store_*`).
 
 mod batch;
 mod queue;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_shared::ipc::{MasterMsg, StoredMessage};
@@ -30,8 +33,8 @@ pub use batch::Refusal;
 use batch::{Observer, Refused};
 use queue::{Batch, FairQueue};
 
-use crate::state::Shared;
-use crate::store::{MessageRecord, StoreError};
+use crate::rooms::Rooms;
+use crate::store::{MessageRecord, Store, StoreError, StoreHealth};
 
 /// Most messages written in one store call.
 const MAX_BATCH: usize = 1000;
@@ -144,26 +147,38 @@ fn record(room: &str, m: StoredMessage) -> MessageRecord {
     }
 }
 
+/// What the writer loop needs, and nothing else.
+pub struct Handles {
+    pub store: Arc<dyn Store>,
+    /// Told when the store answers (readiness).
+    pub health: Arc<StoreHealth>,
+    /// This writer's queue count and watermarks.
+    pub writer: Arc<Writer>,
+    /// Where `Durable` and `Failed` go.
+    pub rooms: Arc<dyn Rooms>,
+}
+
 /// Logs and health for the store calls of the writer.
 struct Report<'a> {
-    master: &'a Shared,
+    health: &'a StoreHealth,
+    writer: &'a Writer,
 }
 
 impl Observer for Report<'_> {
     fn reached(&self) {
-        self.master.store_reached();
+        self.health.reached();
     }
 
     fn transient(&self, e: &StoreError, first: bool) {
         if first {
-            tracing::warn!(error = %e, pending = self.master.writer.pending(), "cannot store messages; retrying with backoff (rooms keep chatting, acks wait)");
+            tracing::warn!(error = %e, pending = self.writer.pending(), "cannot store messages; retrying with backoff (rooms keep chatting, acks wait)");
         }
         counter!("chat_store_errors_total").increment(1);
     }
 
     fn recovered(&self) {
         tracing::info!(
-            pending = self.master.writer.pending(),
+            pending = self.writer.pending(),
             "the store is back; writing again"
         );
     }
@@ -179,16 +194,18 @@ struct Ctx<'a> {
 }
 
 /// Writes until the channel closes (after shutdown, once rooms are gone).
-pub async fn run(master: Shared, rx: mpsc::UnboundedReceiver<Write>) {
+pub async fn run(h: Handles, rx: mpsc::UnboundedReceiver<Write>) {
+    let rooms = &*h.rooms;
     let send = |room: &str, msg: MasterMsg| {
-        if let Some(entry) = master.registry.get(room) {
-            entry.send(msg);
-        }
+        rooms.send(room, msg);
     };
-    let report = Report { master: &master };
+    let report = Report {
+        health: &h.health,
+        writer: &h.writer,
+    };
     let ctx = Ctx {
-        store: &*master.store,
-        writer: &master.writer,
+        store: &*h.store,
+        writer: &h.writer,
         send: &send,
         obs: &report,
     };

@@ -163,3 +163,92 @@ pub async fn join_code(port: u16, query: &str, headers: &[(&str, &str)]) -> (u16
         First::Close(code, _) => (code, None),
     }
 }
+
+/// A well-behaved client in the attacked room, and what it had stored
+/// before the attack: after the attack it must still chat, the room's
+/// worker must be the same process, the master must answer, and the
+/// message must still be in the room's history.
+pub struct Witness {
+    pub client: chat_tests::Client,
+    /// The seq of the message acked before the attack.
+    pub seq: u64,
+    pub text: String,
+    /// The room worker's pid before the attack.
+    pub pid: i32,
+    pub room: String,
+    pub port: u16,
+    /// How a newcomer joins this room (`name=…` or `token=…`).
+    pub newcomer_query: String,
+}
+
+impl Witness {
+    /// Joins `room` with `query` (`name=…` or `token=…`) and gets a message
+    /// acked. `newcomer_query` is how a later check joins.
+    pub async fn new(
+        s: &chat_tests::Server,
+        room: &str,
+        port: u16,
+        query: &str,
+        newcomer_query: &str,
+    ) -> Witness {
+        let mut client = chat_tests::Client::join(port, query).await;
+        let text = format!("before the attack {}", chat_tests::random_string(8));
+        let seq = client.say_acked(&text).await;
+        Witness {
+            client,
+            seq,
+            text,
+            pid: s.room_pid(room).await,
+            room: room.to_owned(),
+            port,
+            newcomer_query: newcomer_query.to_owned(),
+        }
+    }
+
+    /// A guest witness in a room that lets guests in.
+    pub async fn guest(s: &chat_tests::Server, room: &str, port: u16) -> Witness {
+        Witness::new(s, room, port, "name=witness", "name=newcomer").await
+    }
+
+    /// Asserts that the attack changed nothing for others: the same worker,
+    /// the master's /health answers 200, the witness still chats (a message
+    /// acked after the attack), and a newcomer sees the message stored
+    /// before it in the welcome's history.
+    #[track_caller]
+    pub fn survived<'a>(&'a mut self, s: &'a chat_tests::Server) -> impl Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let health = s
+                .request(
+                    reqwest::Method::GET,
+                    &s.api_url("/api/v1/health"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(health.status, 200, "{caller}: /health: {}", health.text);
+            assert_eq!(
+                s.room_pid(&self.room).await,
+                self.pid,
+                "{caller}: the room's worker changed (it died and was restarted)"
+            );
+            let after = self.client.say_acked("after the attack").await;
+            assert!(
+                after > self.seq,
+                "{caller}: ack seq {after} after the attack, {} before",
+                self.seq
+            );
+            let newcomer = chat_tests::Client::join(self.port, &self.newcomer_query).await;
+            let history = newcomer.welcome["history"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                history
+                    .iter()
+                    .any(|m| m["seq"] == self.seq && m["text"] == self.text.as_str()),
+                "{caller}: the message acked before the attack is not in the history: {history:?}"
+            );
+        }
+    }
+}
