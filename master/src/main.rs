@@ -80,11 +80,27 @@ fn raise_nofile() {
     }
 }
 
-async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
+async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let pid = std::process::id();
     let _span = tracing::info_span!("chatserver", pid).entered();
     raise_nofile();
     let run_dir = RunDir::open(&cfg.run_dir)?;
+    // Port 0 binds any free port; from here on the configuration holds the
+    // bound ports (host names, master.json). A re-executed master keeps the
+    // ports its predecessor bound.
+    let (main_port, admin_port) = restart::inherited_ports((cfg.port, cfg.admin_port));
+    let main_addr = SocketAddr::new(cfg.bind, main_port);
+    let admin_addr = SocketAddr::new(cfg.admin_bind, admin_port);
+    let main_listener = TcpListener::bind(main_addr)
+        .await
+        .with_context(|| format!("cannot bind the room API on {main_addr}"))?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
+    let main_bound = main_listener.local_addr().unwrap_or(main_addr);
+    let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
+    cfg.port = main_bound.port();
+    cfg.admin_port = admin_bound.port();
     let keys = Keys::resolve(cfg.key.clone(), cfg.admin_key.clone(), &run_dir.path)
         .context("cannot write the key file")?;
     if cfg.jwt_secret.is_none() {
@@ -165,14 +181,6 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
 
     let ipc = ipc_server::bind(&master)
         .with_context(|| format!("cannot bind {}", master.socket.display()))?;
-    let main_addr = SocketAddr::new(master.cfg.bind, master.cfg.port);
-    let admin_addr = SocketAddr::new(master.cfg.admin_bind, master.cfg.admin_port);
-    let main_listener = TcpListener::bind(main_addr)
-        .await
-        .with_context(|| format!("cannot bind the room API on {main_addr}"))?;
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin API on {admin_addr}"))?;
 
     // Subscribed before any room can start.
     tokio::spawn(catalog::follow(
@@ -205,8 +213,6 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let writer_task = tokio::spawn(writer::run(writer_handles, writes));
     background.close();
 
-    let main_bound = main_listener.local_addr().unwrap_or(main_addr);
-    let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
     let servers = TaskTracker::new();
     servers.spawn(ipc_server::serve(master.clone(), ipc));
     serve_api(
@@ -240,7 +246,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             version: chat_shared::VERSION,
         })
         .context("cannot write master.json")?;
-    tracing::info!(%main_addr, %admin_addr, rooms = %format!("{}-{}", master.cfg.room_ports.0, master.cfg.room_ports.1), "chatserver ready");
+    tracing::info!(main_addr = %main_bound, admin_addr = %admin_bound, rooms = %format!("{}-{}", master.cfg.room_ports.0, master.cfg.room_ports.1), "chatserver ready");
 
     let stop = wait_for_stop(&master).await;
     // Stop answering first (in-flight requests finish), in both cases.
@@ -249,7 +255,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
         run_dir.cleanup();
         drop(run_dir); // releases the lock for the new image
-        return restart::exec_self();
+        return restart::exec_self((main_bound.port(), admin_bound.port()));
     }
     tracing::info!("shutting down");
     master.shutdown.cancel();

@@ -6,12 +6,13 @@
 //! is dropped, and the server's logs are printed when a test fails.
 
 pub mod client;
+pub mod metrics;
 pub mod procs;
 pub mod server;
 pub mod token;
 
 pub use client::{Client, Event};
-pub use server::{Resp, Server, ServerOpts};
+pub use server::{Relaunch, Resp, Server, ServerOpts};
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,4 +1,11 @@
 //! A running `chatserver` master with its own run dir, ports and keys.
+//!
+//! The master binds port 0 for its two APIs; the harness reads the bound
+//! ports from `master.json`. A master started again on the same run dir
+//! ([`Server::start_again`], after [`Server::kill_master`] or a graceful
+//! stop) binds the ports its predecessor had, as a supervisor restarting a
+//! configured master would; a master restarted in place (SIGHUP) keeps them
+//! itself. Room ports come from a range found free when the server starts.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -16,8 +23,9 @@ use serde_json::Value;
 use crate::procs::{self, pid_alive};
 
 /// The master's command line as the harness runs it: its run dir with the
-/// data dir beside it, the given ports, loopback binds, no keys or secret
-/// from the test's own environment, `RUST_LOG=info` unless set.
+/// data dir beside it, the given ports (0: any free port), loopback binds,
+/// no keys, secret or store from the test's own environment,
+/// `RUST_LOG=info` unless set.
 pub fn master_command(
     bin: &Path,
     run_dir: &Path,
@@ -43,6 +51,7 @@ pub fn master_command(
         .env_remove("KEY")
         .env_remove("ADMIN_KEY")
         .env_remove("JWT_SECRET")
+        .env_remove("MONGODB_URI")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null());
     if std::env::var_os("RUST_LOG").is_none() {
@@ -67,6 +76,8 @@ pub struct ServerOpts {
     pub room_ports: u16,
     /// The master binary (default: `chatserver_bin()`).
     pub bin: Option<PathBuf>,
+    /// Extra environment variables of the master.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -77,6 +88,7 @@ impl Default for ServerOpts {
             args: Vec::new(),
             room_ports: 20,
             bin: None,
+            env: Vec::new(),
         }
     }
 }
@@ -118,6 +130,54 @@ impl ServerOpts {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An environment variable of the master.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The store: `--store URL` (e.g. `mongodb://...`).
+    pub fn store(self, url: impl Into<String>) -> Self {
+        self.arg("--store").arg(url)
+    }
+
+    /// Number of ports in `--room-ports`.
+    pub fn room_port_count(mut self, n: u16) -> Self {
+        self.room_ports = n;
+        self
+    }
+}
+
+/// What changes when a master is started again on a server's run dir
+/// ([`Server::start_again_with`]); by default nothing: the same arguments
+/// and environment as the first start.
+#[derive(Debug, Clone, Default)]
+pub struct Relaunch {
+    /// Replaces the first start's extra arguments.
+    pub args: Option<Vec<String>>,
+    /// Environment variables added to the first start's.
+    pub env: Vec<(String, String)>,
+}
+
+impl Relaunch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 }
@@ -182,6 +242,10 @@ pub struct Server {
     pub pid: i32,
     /// `master.json` as read at start.
     pub master_json: Value,
+    /// How it was started (reused by [`Server::start_again`]).
+    pub opts: ServerOpts,
+    /// The current master's stderr log.
+    pub stderr_path: PathBuf,
     child: Option<Child>,
     http: reqwest::Client,
     /// Every worker pid seen so far (killed on drop).
@@ -224,23 +288,9 @@ impl Server {
     }
 
     /// Starts a master and waits until it is ready (`master.json` exists).
+    /// Its APIs bind port 0; `port` and `admin_port` are the bound ports,
+    /// read from `master.json`.
     pub async fn start(opts: ServerOpts) -> Server {
-        // Free ports are chosen before the master binds them: another
-        // process may take one in between. Then start over on new ports.
-        for attempt in 1..=4 {
-            match Self::start_once(opts.clone()).await {
-                Ok(s) => return s,
-                Err(logs) if attempt < 4 && logs.contains("Address already in use") => {
-                    eprintln!("a port was taken before the master bound it; retrying");
-                }
-                Err(logs) => panic!("the master exited before writing master.json\n{logs}"),
-            }
-        }
-        unreachable!("the last attempt panics or returns")
-    }
-
-    /// One start; `Err(logs)` when the master exited before it was ready.
-    async fn start_once(opts: ServerOpts) -> Result<Server, String> {
         let bin = opts.bin.clone().unwrap_or_else(chatserver_bin);
         assert!(
             bin.is_file(),
@@ -255,29 +305,7 @@ impl Server {
         let log_dir = dir.path().join("logs");
         std::fs::create_dir_all(&run_dir).unwrap();
         std::fs::create_dir_all(&log_dir).unwrap();
-        let port = procs::free_port();
-        let mut admin_port = procs::free_port();
-        while admin_port == port {
-            admin_port = procs::free_port();
-        }
         let room_ports = procs::port_range(opts.room_ports);
-        let mut key = crate::random_string(24);
-        let mut admin_key = crate::random_string(24);
-
-        let stdout = std::fs::File::create(log_dir.join("master.stdout.log")).unwrap();
-        let stderr = std::fs::File::create(log_dir.join("master.stderr.log")).unwrap();
-        let mut cmd = master_command(&bin, &run_dir, (port, admin_port, room_ports), &opts.args);
-        cmd.stdout(stdout).stderr(stderr);
-        if !opts.generated_keys {
-            cmd.env("KEY", &key).env("ADMIN_KEY", &admin_key);
-        }
-        if let Some(s) = &opts.jwt_secret {
-            cmd.env("JWT_SECRET", s);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
-        let pid = child.id() as i32;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -285,59 +313,126 @@ impl Server {
             .unwrap();
         let mut server = Server {
             dir,
+            stderr_path: log_dir.join("master.stderr.log"),
             run_dir,
             log_dir,
-            port,
-            admin_port,
-            key: key.clone(),
-            admin_key: admin_key.clone(),
+            port: 0,
+            admin_port: 0,
+            key: crate::random_string(24),
+            admin_key: crate::random_string(24),
             jwt_secret: opts.jwt_secret.clone(),
             room_ports,
-            pid,
+            pid: 0,
             master_json: Value::Null,
-            child: Some(child),
+            opts,
+            child: None,
             http,
             seen_pids: Mutex::new(BTreeSet::new()),
         };
         // From here on, a panic drops `server`, which prints the logs and
         // kills what was started.
-        let master_json = match server.await_ready().await {
-            Ok(v) => v,
-            Err(logs) => {
-                server.child = None;
-                return Err(logs);
-            }
-        };
-        assert_eq!(
-            master_json["pid"].as_i64(),
-            Some(i64::from(pid)),
-            "master.json: wrong pid: {master_json}"
-        );
-        assert_eq!(
-            master_json["port"].as_u64(),
-            Some(u64::from(port)),
-            "master.json: wrong port: {master_json}"
-        );
-        assert_eq!(
-            master_json["admin_port"].as_u64(),
-            Some(u64::from(admin_port)),
-            "master.json: wrong admin_port: {master_json}"
-        );
-        server.master_json = master_json;
-        if opts.generated_keys {
+        server.launch("master", &Relaunch::default()).await;
+        if server.opts.generated_keys {
             let keys = server.read_keys_json();
-            key = keys["key"]
+            server.key = keys["key"]
                 .as_str()
                 .unwrap_or_else(|| panic!("keys.json has no key: {keys}"))
                 .to_owned();
-            admin_key = keys["admin_key"]
+            server.admin_key = keys["admin_key"]
                 .as_str()
                 .unwrap_or_else(|| panic!("keys.json has no admin_key: {keys}"))
                 .to_owned();
-            server.key = key;
-            server.admin_key = admin_key;
         }
-        Ok(server)
+        server
+    }
+
+    /// Starts a master again on this server's run dir, data dir, ports and
+    /// keys, with the first start's arguments (the previous master must be
+    /// gone: see [`Server::kill_master`]); its logs are `<tag>.*.log`.
+    pub async fn start_again(&mut self, tag: &str) {
+        self.start_again_with(tag, Relaunch::default()).await;
+    }
+
+    /// [`Server::start_again`] with other arguments or more environment.
+    pub async fn start_again_with(&mut self, tag: &str, how: Relaunch) {
+        assert!(
+            !self.master_running(),
+            "master {} still runs: stop or kill it first",
+            self.pid
+        );
+        self.launch(tag, &how).await;
+    }
+
+    /// The command of a master on this server's run dir, data dir and keys
+    /// that binds any free ports, with `args`; its stderr goes to the
+    /// returned file. Not started, not watched: for a master that must fail
+    /// or that a test drives itself.
+    pub fn master_command_on_run_dir(&self, args: &[String], tag: &str) -> (Command, PathBuf) {
+        let other_rooms = procs::port_range(5);
+        self.command(args, &[], tag, (0, 0, other_rooms))
+    }
+
+    fn command(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        tag: &str,
+        ports: (u16, u16, (u16, u16)),
+    ) -> (Command, PathBuf) {
+        let bin = self.opts.bin.clone().unwrap_or_else(chatserver_bin);
+        let stdout = std::fs::File::create(self.log_dir.join(format!("{tag}.stdout.log")))
+            .expect("creating a log file");
+        let stderr_path = self.log_dir.join(format!("{tag}.stderr.log"));
+        let stderr = std::fs::File::create(&stderr_path).expect("creating a log file");
+        let mut cmd = master_command(&bin, &self.run_dir, ports, args);
+        cmd.stdout(stdout).stderr(stderr);
+        if !self.opts.generated_keys || self.pid != 0 {
+            cmd.env("KEY", &self.key).env("ADMIN_KEY", &self.admin_key);
+        }
+        if let Some(s) = &self.jwt_secret {
+            cmd.env("JWT_SECRET", s);
+        }
+        for (k, v) in self.opts.env.iter().chain(env) {
+            cmd.env(k, v);
+        }
+        (cmd, stderr_path)
+    }
+
+    /// Spawns a master on the current ports (0 at the first start) and
+    /// waits for its `master.json`.
+    async fn launch(&mut self, tag: &str, how: &Relaunch) {
+        let args = how.args.clone().unwrap_or_else(|| self.opts.args.clone());
+        let ports = (self.port, self.admin_port, self.room_ports);
+        let (mut cmd, stderr_path) = self.command(&args, &how.env, tag, ports);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn the master ({tag}): {e}"));
+        self.pid = child.id() as i32;
+        self.child = Some(child);
+        self.stderr_path = stderr_path;
+        let master_json = match self.await_ready().await {
+            Ok(v) => v,
+            Err(logs) => {
+                self.child = None;
+                panic!("the master ({tag}) exited before writing master.json\n{logs}");
+            }
+        };
+        let port = master_json["port"].as_u64().unwrap_or(0);
+        let admin_port = master_json["admin_port"].as_u64().unwrap_or(0);
+        assert!(
+            port > 0 && admin_port > 0 && port != admin_port,
+            "master.json: bad ports: {master_json}"
+        );
+        if self.port != 0 {
+            assert_eq!(
+                (port, admin_port),
+                (u64::from(self.port), u64::from(self.admin_port)),
+                "the master ({tag}) bound other ports than asked: {master_json}"
+            );
+        }
+        self.port = port as u16;
+        self.admin_port = admin_port as u16;
+        self.master_json = master_json;
     }
 
     async fn await_ready(&mut self) -> Result<Value, String> {
@@ -346,7 +441,7 @@ impl Server {
         loop {
             if let Ok(text) = std::fs::read_to_string(&path)
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
-                && v.get("pid").is_some()
+                && v["pid"].as_i64() == Some(i64::from(self.pid))
             {
                 return Ok(v);
             }
@@ -440,9 +535,48 @@ impl Server {
 
     /// SIGTERM, then waits (at most 15 s) for the master to exit.
     pub async fn stop_gracefully(&mut self) -> ExitStatus {
+        self.stop_within(Duration::from_secs(15)).await
+    }
+
+    /// SIGTERM, then waits (at most `bound`) for the master to exit.
+    pub async fn stop_within(&mut self, bound: Duration) -> ExitStatus {
         self.remember_workers().await;
-        procs::signal(self.pid, Signal::SIGTERM);
-        self.wait_exit(Duration::from_secs(15)).await
+        self.sigterm();
+        self.wait_exit(bound).await
+    }
+
+    /// Sends `sig` to the master.
+    pub fn signal(&self, sig: Signal) {
+        procs::signal(self.pid, sig);
+    }
+
+    /// SIGTERM to the master (a graceful stop), without waiting.
+    pub fn sigterm(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// SIGHUP to the master (a restart in place), without waiting.
+    pub fn sighup(&self) {
+        self.signal(Signal::SIGHUP);
+    }
+
+    /// SIGKILLs the master (kill -9: its rooms live on) and waits until it
+    /// is reaped.
+    pub async fn kill_master(&mut self) {
+        procs::sigkill(self.pid);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.master_running() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the master survived SIGKILL for 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The current master's stderr log.
+    pub fn master_stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     /// Every worker pid seen so far.

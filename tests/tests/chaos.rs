@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chat_tests::procs::{self, pid_alive};
 use chat_tests::{Client, Event, Server, ServerOpts, random_in};
-use fault_common::{Api, MasterProc, assert_no_leftovers, env_num, kill_harness_master, pid_of};
+use fault_common::{Api, assert_no_leftovers, env_num, pid_of};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -424,12 +424,6 @@ async fn ready_worker(api: &Api, room: &str) -> Result<i32, String> {
     }
 }
 
-/// The master currently serving the run dir.
-enum Current {
-    Harness,
-    Proc(MasterProc),
-}
-
 /// Reads a room's whole history with a fresh client, paging back with
 /// `history {before, limit: 100}` until `more` is false.
 async fn full_history(port: u16, errors: &mut Vec<String>, room: &str) -> Option<Vec<Value>> {
@@ -492,7 +486,7 @@ async fn chaos_kills_keep_every_acknowledged_message() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut s = Server::start(ServerOpts::new().args(args.clone())).await;
+    let mut s = Server::start(ServerOpts::new().args(args)).await;
     let api = Api::new(&s);
     let mut ports = BTreeMap::new();
     for room in ROOMS {
@@ -538,7 +532,6 @@ async fn chaos_kills_keep_every_acknowledged_message() {
         kills - master_kills
     );
     let slot = Duration::from_secs(secs) / (kinds.len() as u32 + 1);
-    let mut current = Current::Harness;
     let mut events: Vec<String> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut masters = 1;
@@ -556,18 +549,8 @@ async fn chaos_kills_keep_every_acknowledged_message() {
         };
         match kind {
             Kill::Master { with_worker } => {
-                let pid = match &mut current {
-                    Current::Harness => {
-                        let pid = s.pid;
-                        kill_harness_master(&mut s).await;
-                        pid
-                    }
-                    Current::Proc(m) => {
-                        let pid = m.pid;
-                        m.kill();
-                        pid
-                    }
-                };
+                let pid = s.pid;
+                s.kill_master().await;
                 events.push(format!("[{at:.1}s] SIGKILL master {pid}"));
                 // Down for a while (part of the schedule): rooms chat on,
                 // their messages wait for a master to store them.
@@ -584,13 +567,12 @@ async fn chaos_kills_keep_every_acknowledged_message() {
                     tokio::time::sleep(down).await;
                 }
                 masters += 1;
-                let m = MasterProc::start(&s, &args, &format!("master{masters}")).await;
+                s.start_again(&format!("master{masters}")).await;
                 events.push(format!(
                     "[{:.1}s] new master {} ready",
                     t0.elapsed().as_secs_f64(),
-                    m.pid
+                    s.pid
                 ));
-                current = Current::Proc(m);
             }
             Kill::Worker => {
                 if let Some(w) = victim {
@@ -800,15 +782,13 @@ async fn chaos_kills_keep_every_acknowledged_message() {
 
     // Shutdown: no process may be left.
     let stopping = Instant::now();
-    match &mut current {
-        Current::Harness => {
-            s.stop_gracefully().await;
-        }
-        Current::Proc(m) => {
-            let status = m.stop(Duration::from_secs(20)).await;
-            if !status.success() {
-                problems.push(format!("the last master exited with {status}"));
-            }
+    if masters == 1 {
+        s.stop_gracefully().await;
+    } else {
+        // A master started again by the test.
+        let status = s.stop_within(Duration::from_secs(20)).await;
+        if !status.success() {
+            problems.push(format!("the last master exited with {status}"));
         }
     }
     eprintln!("shutdown took {:?}", stopping.elapsed());

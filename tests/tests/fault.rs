@@ -7,11 +7,11 @@ mod fault_common;
 
 use std::time::{Duration, Instant};
 
+use chat_tests::metrics::metric_value;
 use chat_tests::procs::{self, pid_alive};
 use chat_tests::{Client, Event, Server, ServerOpts};
 use fault_common::{
-    Api, MasterProc, assert_accepts_join, assert_no_leftovers, kill_harness_master, metric_value,
-    pid_of, restarted_from, wait_room,
+    Api, assert_accepts_join, assert_no_leftovers, pid_of, restarted_from, wait_room,
 };
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -273,8 +273,7 @@ async fn crash_loop_exhausts_the_restart_budget() {
 
 #[tokio::test]
 async fn rooms_outlive_a_killed_master_and_are_adopted() {
-    let args = vec!["--shutdown-grace".to_owned(), "5s".to_owned()];
-    let mut s = Server::start(ServerOpts::new().args(args.clone())).await;
+    let mut s = Server::start(ServerOpts::new().args(["--shutdown-grace", "5s"])).await;
     let api = Api::new(&s);
     let port = s.create_room("survivor").await;
     let pid = s.room_pid("survivor").await;
@@ -299,7 +298,7 @@ async fn rooms_outlive_a_killed_master_and_are_adopted() {
     )
     .await;
 
-    kill_harness_master(&mut s).await;
+    s.kill_master().await;
     assert!(pid_alive(pid), "the room died with its master");
 
     // The room keeps serving: broadcasts flow both ways.
@@ -332,7 +331,7 @@ async fn rooms_outlive_a_killed_master_and_are_adopted() {
     assert!(of_type(&b_frames, "ack").is_empty(), "{b_frames:?}");
 
     let started = Instant::now();
-    let mut m2 = MasterProc::start(&s, &args, "master2").await;
+    s.start_again("master2").await;
     // The acks arrive once the room is adopted and its messages stored.
     let ack = recv_until(
         &mut a,
@@ -397,7 +396,7 @@ async fn rooms_outlive_a_killed_master_and_are_adopted() {
     drop(c);
 
     let stopping = Instant::now();
-    let status = m2.stop(Duration::from_secs(20)).await;
+    let status = s.stop_within(Duration::from_secs(20)).await;
     eprintln!("the new master stopped in {:?}", stopping.elapsed());
     assert!(status.success(), "the new master exited with {status}");
     for c in [&mut a, &mut b] {
@@ -522,8 +521,7 @@ async fn second_master_on_a_run_dir_refuses_to_start() {
     let mut s = Server::default_server().await;
     let port = s.create_room("only").await;
     // Other ports, same run dir: only the lock can stop it.
-    let other = (procs::free_port(), procs::free_port(), procs::port_range(5));
-    let (mut cmd, stderr_path) = fault_common::master_command_on(&s, &[], "second", other);
+    let (mut cmd, stderr_path) = s.master_command_on_run_dir(&[], "second");
     let mut child = cmd.spawn().expect("spawning the second master");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -566,7 +564,7 @@ async fn stale_socket_file_does_not_prevent_start() {
     assert!(!sock.exists(), "the socket was not removed at shutdown");
     std::fs::write(&sock, b"not a socket").unwrap();
 
-    let mut m = MasterProc::start(&s, &[], "master2").await;
+    s.start_again("master2").await;
     let api = Api::new(&s);
     let port = api.create_room("fresh").await;
     assert_accepts_join(port, "ann").await;
@@ -578,7 +576,7 @@ async fn stale_socket_file_does_not_prevent_start() {
             .is_socket(),
         "master.sock is not a socket"
     );
-    let status = m.stop(Duration::from_secs(15)).await;
+    let status = s.stop_gracefully().await;
     assert!(status.success(), "{status}");
     assert_no_leftovers(&mut s).await;
 }

@@ -123,16 +123,6 @@ async fn read_pages(mut c: Client, who: usize, newest: u64) {
     }
 }
 
-/// A counter's value in the Prometheus text (0 when absent).
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipc_under_two_way_bulk_load_keeps_its_heartbeats() {
     let args = [
@@ -202,18 +192,15 @@ async fn ipc_under_two_way_bulk_load_keeps_its_heartbeats() {
     assert_eq!(room["status"], "ready", "{room}");
     let metrics = s.admin(Method::GET, "/metrics").await;
     assert_eq!(metrics.status, 200, "{}", metrics.text);
+    let exposition = chat_tests::metrics::parse_exposition(&metrics.text)
+        .unwrap_or_else(|e| panic!("bad exposition: {e}\n{}", metrics.text));
     for (name, want) in [
         ("chat_worker_starts_total", 1.0),
         ("chat_worker_crashes_total", 0.0),
         ("chat_worker_restarts_total", 0.0),
         ("chat_ipc_errors_total", 0.0),
     ] {
-        assert_eq!(
-            counter(&metrics.text, name),
-            want,
-            "{name}\n{}",
-            metrics.text
-        );
+        assert_eq!(exposition.sum(name), want, "{name}\n{}", metrics.text);
     }
     // The room's report of its counts still arrives (stats travel on the
     // same link).

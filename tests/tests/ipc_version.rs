@@ -7,12 +7,11 @@
 mod fault_common;
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use chat_tests::procs::pid_alive;
-use chat_tests::{Client, Server, ServerOpts, TIMEOUT};
-use fault_common::{Api, kill_harness_master, master_command, pid_of, wait_room};
+use chat_tests::{Client, Relaunch, Server, ServerOpts, TIMEOUT};
+use fault_common::{Api, pid_of, wait_room};
 
 /// Live room workers of `room` under `run_dir` (their command line names
 /// both).
@@ -36,16 +35,6 @@ fn workers_of(run_dir: &Path, room: &str) -> Vec<i32> {
         .collect()
 }
 
-/// A master killed with its guard.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn wait_log(path: &Path, needle: &str, bound: Duration) {
     let deadline = Instant::now() + bound;
     loop {
@@ -67,11 +56,14 @@ async fn another_ipc_version_is_listed_incompatible_never_doubled_and_a_restart_
     let mut s = Server::start(ServerOpts::new()).await;
     let port = s.create_room("elder").await;
     let old = s.room_pid("elder").await;
-    kill_harness_master(&mut s).await;
+    s.kill_master().await;
 
-    let (mut cmd, stderr) = master_command(&s, &[], "master2");
-    cmd.env("CHAT_FAKE_IPC_VERSION", "9999");
-    let m2 = Guard(cmd.spawn().expect("spawn the second master"));
+    s.start_again_with(
+        "master2",
+        Relaunch::new().env("CHAT_FAKE_IPC_VERSION", "9999"),
+    )
+    .await;
+    let stderr = s.stderr_path.clone();
     let api = Api::new(&s);
     let room = wait_room(
         &api,
@@ -138,7 +130,6 @@ async fn another_ipc_version_is_listed_incompatible_never_doubled_and_a_restart_
         .await
         .expect("acked: the new worker is linked");
     assert!(seq > 0);
-    drop(m2);
 }
 
 /// A room of the catalog whose port still serves the room (a worker that
@@ -149,7 +140,7 @@ async fn a_catalog_room_still_served_on_its_port_is_not_respawned() {
     let mut s = Server::start(ServerOpts::new()).await;
     let port = s.create_room("unlinked").await;
     let old = s.room_pid("unlinked").await;
-    kill_harness_master(&mut s).await;
+    s.kill_master().await;
     chat_tests::procs::sigkill(old);
     let deadline = Instant::now() + Duration::from_secs(5);
     while pid_alive(old) {
@@ -170,8 +161,8 @@ async fn a_catalog_room_still_served_on_its_port_is_not_respawned() {
                 .await;
         }
     });
-    let (mut cmd, stderr) = master_command(&s, &[], "master2");
-    let _m2 = Guard(cmd.spawn().expect("spawn the second master"));
+    s.start_again("master2").await;
+    let stderr = s.stderr_path.clone();
     wait_log(&stderr, "room catalog reconciled", Duration::from_secs(20)).await;
     let log = std::fs::read_to_string(&stderr).unwrap_or_default();
     assert!(log.contains("not respawning"), "{log}");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chat_tests::{Client, Event, Server, ServerOpts};
-use fault_common::{Api, MasterProc, assert_no_leftovers, kill_harness_master, pid_of, wait_room};
+use fault_common::{Api, assert_no_leftovers, pid_of, wait_room};
 use serde_json::{Value, json};
 
 /// Users saying messages at once (each user has its own rate bucket).
@@ -109,7 +109,7 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
     ]
     .map(String::from)
     .to_vec();
-    let mut s = Server::start(ServerOpts::new().args(args.clone())).await;
+    let mut s = Server::start(ServerOpts::new().args(args)).await;
     let api = Api::new(&s);
     let port = s
         .create_room_settings("backlog", Some(json!({"max_text_len": 8000})))
@@ -119,7 +119,7 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
         clients.push(Client::guest(port, &format!("user{u}")).await);
     }
 
-    kill_harness_master(&mut s).await;
+    s.kill_master().await;
     let mut tasks = Vec::new();
     for (u, c) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(say_all(c, u)));
@@ -143,7 +143,7 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
         .unwrap_or_else(|| panic!("no answer to history: {seen:?}"));
     assert_eq!(e["code"], "unavailable", "{e}");
 
-    let mut m2 = MasterProc::start(&s, &args, "master2").await;
+    s.start_again("master2").await;
     let mut tasks = Vec::new();
     for (u, c) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(await_acks(c, u)));
@@ -218,7 +218,7 @@ async fn a_backlog_larger_than_a_frame_is_stored_and_acked_after_the_master_retu
     }
     drop(reader);
 
-    let status = m2.stop(Duration::from_secs(20)).await;
+    let status = s.stop_within(Duration::from_secs(20)).await;
     assert!(status.success(), "the new master exited with {status}");
     assert_no_leftovers(&mut s).await;
 }
@@ -261,7 +261,7 @@ async fn put_name(api: &Api, id: &str, name: &str) {
 #[tokio::test]
 async fn reference_changes_reach_a_room_adopted_by_a_new_master() {
     let args: Vec<String> = ["--shutdown-grace", "5s"].map(String::from).to_vec();
-    let mut s = Server::start(ServerOpts::new().with_jwt().args(args.clone())).await;
+    let mut s = Server::start(ServerOpts::new().with_jwt().args(args)).await;
     let api = Api::new(&s);
     let port = s.create_room("names").await;
     let secret = s.jwt_secret.clone().expect("jwt secret");
@@ -271,8 +271,8 @@ async fn reference_changes_reach_a_room_adopted_by_a_new_master() {
     }
     drop(join_until_named(port, &token, "X2", Duration::from_secs(10)).await);
 
-    kill_harness_master(&mut s).await;
-    let mut m2 = MasterProc::start(&s, &args, "master2").await;
+    s.kill_master().await;
+    s.start_again("master2").await;
     wait_room(&api, "names", Duration::from_secs(10), "adopted", |r| {
         r["status"] == "ready"
     })
@@ -280,7 +280,7 @@ async fn reference_changes_reach_a_room_adopted_by_a_new_master() {
     put_name(&api, "u-x", "X after").await;
     drop(join_until_named(port, &token, "X after", Duration::from_secs(10)).await);
 
-    let status = m2.stop(Duration::from_secs(20)).await;
+    let status = s.stop_within(Duration::from_secs(20)).await;
     assert!(status.success(), "the new master exited with {status}");
     assert_no_leftovers(&mut s).await;
 }

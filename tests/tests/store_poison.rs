@@ -62,16 +62,11 @@ async fn store_poison_redb_fails_only_its_own_message() {
         logs.contains("the store refused a message"),
         "no log of the refusal:\n{logs}"
     );
-    let metrics = server
-        .admin(reqwest::Method::GET, "/metrics")
-        .await
-        .text
-        .clone();
+    let metrics = chat_tests::metrics::scrape(&server).await;
+    let failed = metrics.find("chat_store_failed_messages_total", &[]);
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("chat_store_failed_messages_total") && l.ends_with(" 1")),
-        "metrics:\n{metrics}"
+        failed.iter().any(|s| s.value == 1.0),
+        "chat_store_failed_messages_total: {failed:?}"
     );
 }
 

@@ -1,167 +1,16 @@
-//! Shared code of the fault-tolerance tests (`fault.rs`, `chaos.rs`): a
-//! second master started on the run dir, ports, keys and data dir of a
-//! harness [`Server`] (after the first one was killed), an HTTP client that
-//! never reuses connections (masters die under it), polling helpers for the
-//! admin API, and the final check that no process is left.
+//! Shared code of the fault-tolerance tests (`fault.rs`, `chaos.rs`,
+//! `outbox.rs`, `ipc_version.rs`): an HTTP client that never reuses
+//! connections (masters die under it), polling helpers for the admin API,
+//! and the final check that no process is left. Masters are started, killed
+//! and started again through the harness's [`Server`].
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use chat_tests::procs::{self, pid_alive};
-use chat_tests::server::chatserver_bin;
 use chat_tests::{Client, Server};
-use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// Bound of the wait for a new master's `master.json`.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A master started by these tests (not by the harness) on the same run
-/// dir, data dir, ports and keys as a harness [`Server`]. Killed and reaped
-/// on drop; the harness's own cleanup also finds it (its command line
-/// mentions the run dir).
-pub struct MasterProc {
-    child: Option<Child>,
-    pub pid: i32,
-    pub stderr_path: PathBuf,
-}
-
-/// The command line the harness uses for `s` (see `tests/src/server.rs`),
-/// plus `args`.
-pub fn master_command(s: &Server, args: &[String], tag: &str) -> (Command, PathBuf) {
-    master_command_on(s, args, tag, (s.port, s.admin_port, s.room_ports))
-}
-
-/// Like [`master_command`], on other ports: `(port, admin port, room ports)`.
-pub fn master_command_on(
-    s: &Server,
-    args: &[String],
-    tag: &str,
-    (port, admin_port, room_ports): (u16, u16, (u16, u16)),
-) -> (Command, PathBuf) {
-    let stdout = std::fs::File::create(s.log_dir.join(format!("{tag}.stdout.log"))).unwrap();
-    let stderr_path = s.log_dir.join(format!("{tag}.stderr.log"));
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut cmd = chat_tests::server::master_command(
-        &chatserver_bin(),
-        &s.run_dir,
-        (port, admin_port, room_ports),
-        args,
-    );
-    cmd.env("KEY", &s.key)
-        .env("ADMIN_KEY", &s.admin_key)
-        .stdout(stdout)
-        .stderr(stderr);
-    if let Some(secret) = &s.jwt_secret {
-        cmd.env("JWT_SECRET", secret);
-    }
-    (cmd, stderr_path)
-}
-
-impl MasterProc {
-    /// Spawns a master like the harness does (no wait).
-    pub fn spawn(s: &Server, args: &[String], tag: &str) -> MasterProc {
-        let (mut cmd, stderr_path) = master_command(s, args, tag);
-        let child = cmd.spawn().expect("spawning chatserver");
-        MasterProc {
-            pid: child.id() as i32,
-            child: Some(child),
-            stderr_path,
-        }
-    }
-
-    /// Spawns a master and waits until it wrote `master.json` with its pid.
-    pub async fn start(s: &Server, args: &[String], tag: &str) -> MasterProc {
-        let mut m = MasterProc::spawn(s, args, tag);
-        let path = s.run_dir.join("master.json");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(v) = serde_json::from_str::<Value>(&text)
-                && v["pid"].as_i64() == Some(i64::from(m.pid))
-            {
-                return m;
-            }
-            if let Some(status) = m.try_wait() {
-                panic!(
-                    "the new master ({tag}) exited ({status}) before writing master.json; stderr:\n{}",
-                    m.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the new master ({tag}) did not write master.json within {READY_TIMEOUT:?}; stderr:\n{}",
-                m.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The exit status, if it exited (reaps it).
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    pub fn running(&mut self) -> bool {
-        self.child.is_some() && self.try_wait().is_none()
-    }
-
-    /// Waits for the exit, at most `bound`.
-    pub async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "master {} did not exit within {bound:?}",
-                self.pid
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, then waits for the exit (at most `bound`).
-    pub async fn stop(&mut self, bound: Duration) -> ExitStatus {
-        procs::signal(self.pid, Signal::SIGTERM);
-        self.wait_exit(bound).await
-    }
-
-    /// SIGKILL, and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
-impl Drop for MasterProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// SIGKILLs the harness's master and waits until it is reaped.
-pub async fn kill_harness_master(s: &mut Server) {
-    procs::sigkill(s.pid);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.master_running() {
-        assert!(
-            Instant::now() < deadline,
-            "the master survived SIGKILL for 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 // ---- HTTP without connection reuse ----
 
@@ -338,14 +187,6 @@ pub async fn assert_no_leftovers(s: &mut Server) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// `name value` of a Prometheus metric without labels.
-pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 /// Environment number with a default.
