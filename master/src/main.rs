@@ -28,6 +28,7 @@ mod state;
 mod store;
 mod supervisor;
 mod tombstone;
+mod users;
 mod worker_cmd;
 mod writer;
 
@@ -125,6 +126,7 @@ async fn run(cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         owners: owners::Owners::new(store.clone(), &cfg, &hostname),
     });
     let master = Arc::new(Master {
+        users: Arc::new(users::Users::local(Arc::clone(&registry))),
         events,
         supervisor,
         store,

@@ -12,6 +12,7 @@
 mod caps;
 mod commands;
 mod conn;
+mod direct;
 mod filters;
 mod history;
 mod identity;

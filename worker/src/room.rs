@@ -67,6 +67,8 @@ pub struct Room {
     pub fanout: chat_shared::ipc::Histogram,
     /// Bytes of message text a `welcome` replays at most.
     pub welcome_history_bytes: usize,
+    /// Direct-message requests waiting for the master.
+    pub direct: crate::direct::Waiting,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -116,6 +118,7 @@ impl Room {
             fanout: Default::default(),
             welcome_history_bytes: chat_shared::limits::Limits::default().welcome_history_bytes
                 as usize,
+            direct: Default::default(),
         }
     }
 
@@ -188,6 +191,7 @@ impl Room {
         who: Identity,
         out: Arc<Outbound>,
         resume: Option<Resume>,
+        state: Option<crate::direct::WelcomeState>,
     ) -> Result<Arc<Conn>, Refusal> {
         if self.closing {
             return Err(Refusal::new(close::GOING_AWAY, "room is closing"));
@@ -280,6 +284,8 @@ impl Room {
                 epoch: self.epoch,
                 resumed,
                 deleted: deleted.clone(),
+                last_read: state.as_ref().map(|s| s.last_read),
+                dms: state.as_ref().map(|s| s.dms.clone().into()),
             });
             // A welcome must fit the connection's queue with room to spare:
             // with long messages, fewer of them (the client pages for more).
@@ -292,6 +298,11 @@ impl Room {
         for m in replay {
             let bytes = encode(&ServerMsg::Message(m));
             self.send_to(&conn, &bytes);
+        }
+        if first && who.role != Role::Guest {
+            self.tell_master(WorkerMsg::UserJoined {
+                user: who.id.clone(),
+            });
         }
         if first {
             let joined = encode(&ServerMsg::Joined { user: me });
@@ -335,6 +346,11 @@ impl Room {
         if user.conns.is_empty()
             && let Some(user) = self.users.remove(&conn.user_id)
         {
+            if user.role != Role::Guest {
+                self.tell_master(WorkerMsg::UserLeft {
+                    user: user.id.clone(),
+                });
+            }
             let left = encode(&ServerMsg::Left {
                 user: user.user_ref(),
             });
@@ -380,6 +396,7 @@ impl Room {
     pub fn relink(&mut self) {
         self.linked = true;
         self.outbox.relink();
+        self.report_users();
     }
 
     /// The master link is down: the store's answers to pending `history`
@@ -389,6 +406,7 @@ impl Room {
         for p in self.history_queries.drain() {
             self.history_unavailable(&p, "the master is unreachable");
         }
+        self.unlink_direct();
     }
 
     /// Answers the `history` requests the store did not answer in time.
@@ -396,6 +414,7 @@ impl Room {
         for p in self.history_queries.expired(Instant::now()) {
             self.history_unavailable(&p, "the store did not answer in time");
         }
+        self.expire_direct();
     }
 
     fn history_unavailable(&mut self, p: &PendingHistory, why: &str) {
@@ -418,6 +437,7 @@ impl Room {
             let ack = encode(&ServerMsg::Ack {
                 client_id: a.client_id,
                 seq: a.seq,
+                conversation: None,
             });
             if a.out.send(&ack) {
                 self.messages_out += 1;

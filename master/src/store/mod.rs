@@ -3,11 +3,16 @@
 //! embedded redb file otherwise. Both backends implement [`Store`]; one test
 //! suite (`suite.rs`) runs against each. `docs/DATA.md` describes the schema.
 
+pub mod direct;
+#[cfg(test)]
+mod direct_suite;
+mod mongo_direct;
 mod mongo_docs;
 pub mod mongo_store;
 #[cfg(test)]
 mod mongo_tests;
 mod records;
+mod redb_direct;
 pub mod redb_store;
 #[cfg(test)]
 mod suite;
@@ -19,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use direct::{DirectStore, NewDm};
 pub use mongo_store::{MongoOptions, MongoStore};
 pub use records::{
     BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,
@@ -105,7 +111,7 @@ impl From<mongodb::error::Error> for StoreError {
 
 /// A storage backend. Every method is safe to call concurrently.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DirectStore + Send + Sync + 'static {
     /// `"redb"` or `"mongodb"`.
     fn kind(&self) -> &'static str;
 
