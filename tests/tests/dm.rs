@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use chat_tests::{Client, Server, ServerOpts, token};
 use data_common::Nx;
 use mongodb::bson::doc;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug)]
@@ -144,6 +145,40 @@ async fn dm_crosses_rooms(backend: Backend) {
     assert_eq!(from_bob, from_alice);
     let texts: Vec<_> = from_bob.iter().map(|m| m["text"].clone()).collect();
     assert_eq!(texts, vec![json!("hello from ra"), json!("hi back")]);
+
+    // Presence for platforms: alice is in both rooms of this host.
+    let p = h.s.api(Method::GET, "/api/v1/users/alice/presence").await;
+    p.expect(200);
+    assert_eq!(p.data()["online"], true, "{}", p.text);
+    let mut rooms: Vec<String> = p.data()["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name").to_owned())
+        .collect();
+    rooms.sort();
+    assert_eq!(rooms, vec!["ra", "rb"]);
+    assert_eq!(p.data()["last_seen"], Value::Null);
+    // Offline once the last connection closed (the rooms report it).
+    alice.close().await;
+    alice2.close().await;
+    let deadline = tokio::time::Instant::now() + chat_tests::TIMEOUT;
+    loop {
+        let p = h.s.api(Method::GET, "/api/v1/users/alice/presence").await;
+        if p.data()["online"] == false {
+            assert_eq!(p.data()["rooms"], json!([]));
+            assert!(p.data()["last_seen"].as_u64().is_some(), "{}", p.text);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still online: {}",
+            p.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let bad = h.s.api(Method::GET, "/api/v1/users/%01/presence").await;
+    bad.expect(400);
 }
 
 #[tokio::test]

@@ -7,12 +7,19 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+/// Users whose last-seen time is remembered at most (one entry goes when
+/// another comes past it).
+const MAX_LAST_SEEN: usize = 100_000;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// user → the rooms holding at least one of their connections.
     rooms_of: HashMap<String, BTreeSet<String>>,
     /// room → (the IPC session that reported, its users).
     users_in: HashMap<String, (u64, HashSet<String>)>,
+    /// user → when their last connection on this host closed (Unix ms),
+    /// while they are offline.
+    last_seen: HashMap<String, u64>,
 }
 
 /// The index (one lock; every operation is a few map updates).
@@ -29,6 +36,7 @@ impl Inner {
             .or_insert_with(|| (session, HashSet::new()));
         *s = session;
         users.insert(user.to_owned());
+        self.last_seen.remove(user);
         self.rooms_of
             .entry(user.to_owned())
             .or_default()
@@ -39,23 +47,31 @@ impl Inner {
         if let Some((_, users)) = self.users_in.get_mut(room) {
             users.remove(user);
         }
-        if let Some(rooms) = self.rooms_of.get_mut(user) {
-            rooms.remove(room);
-            if rooms.is_empty() {
-                self.rooms_of.remove(user);
+        self.gone_from(user, room);
+    }
+
+    /// `user` has no connection in `room` any more; offline after their last room.
+    fn gone_from(&mut self, user: &str, room: &str) {
+        let Some(rooms) = self.rooms_of.get_mut(user) else {
+            return;
+        };
+        rooms.remove(room);
+        if rooms.is_empty() {
+            self.rooms_of.remove(user);
+            if self.last_seen.len() >= MAX_LAST_SEEN
+                && let Some(k) = self.last_seen.keys().next().cloned()
+            {
+                self.last_seen.remove(&k);
             }
+            self.last_seen
+                .insert(user.to_owned(), crate::registry::now_ms());
         }
     }
 
     fn clear(&mut self, room: &str) {
         if let Some((_, users)) = self.users_in.remove(room) {
             for u in users {
-                if let Some(rooms) = self.rooms_of.get_mut(&u) {
-                    rooms.remove(room);
-                    if rooms.is_empty() {
-                        self.rooms_of.remove(&u);
-                    }
-                }
+                self.gone_from(&u, room);
             }
         }
     }
@@ -107,6 +123,12 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// When `user`'s last connection on this host closed (`None`: online,
+    /// or not seen since this master started).
+    pub fn last_seen(&self, user: &str) -> Option<u64> {
+        self.lock().last_seen.get(user).copied()
+    }
+
     /// For each room holding any of `users`: the room and those of them
     /// it holds.
     pub fn rooms_of_all(&self, users: &[String]) -> Vec<(String, Vec<String>)> {
@@ -156,5 +178,8 @@ mod tests {
         assert_eq!(ix.rooms_of("u2"), vec!["b"]);
         ix.session_ended("b", 3);
         assert!(ix.rooms_of("u2").is_empty());
+        assert!(ix.last_seen("u2").is_some());
+        ix.joined("a", 4, "u2");
+        assert_eq!(ix.last_seen("u2"), None);
     }
 }
