@@ -268,6 +268,10 @@ impl Session {
                 lines
             }
             ServerMsg::Read { .. } => Vec::new(),
+            ServerMsg::Presence { user, online, .. } => vec![format!(
+                "! {user} is {}",
+                if online { "online" } else { "offline" }
+            )],
             ServerMsg::Blocked { user, blocked } => vec![format!(
                 "! {user} {}",
                 if blocked { "blocked" } else { "unblocked" }

@@ -149,7 +149,9 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     tracing::debug!(%room, pid, "worker linked");
     linked(&master, &entry, pid, id, reader, writer, rx).await;
     entry.detach(id);
-    master.users.index.session_ended(&room, id);
+    let changes = master.users.index.session_ended(&room, id);
+    master.users.watches.room_gone(&room);
+    master.users.changed(changes);
     tracing::debug!(%room, pid, "worker link closed");
 }
 
@@ -387,13 +389,27 @@ fn on_message(master: &Shared, entry: &RoomEntry, session: u64, msg: WorkerMsg) 
                 entry.send(m);
             }
         }
-        WorkerMsg::UserJoined { user } => master.users.index.joined(&entry.name, session, &user),
-        WorkerMsg::UserLeft { user } => master.users.index.left(&entry.name, &user),
+        WorkerMsg::UserJoined { user } => {
+            let changes = master.users.index.joined(&entry.name, session, &user);
+            master.users.changed(changes);
+        }
+        WorkerMsg::UserLeft { user } => {
+            let changes = master.users.index.left(&entry.name, &user);
+            master.users.changed(changes);
+        }
         WorkerMsg::Users { reset, users } => {
-            master
+            let changes = master
                 .users
                 .index
-                .listed(&entry.name, session, reset, &users)
+                .listed(&entry.name, session, reset, &users);
+            master.users.changed(changes);
+        }
+        WorkerMsg::Watch { conn, users } => {
+            let users: Vec<String> = users
+                .into_iter()
+                .take(chat_shared::direct::MAX_WATCH)
+                .collect();
+            master.users.watch(&entry.name, conn, &users);
         }
         WorkerMsg::Direct {
             id,

@@ -16,6 +16,8 @@ pub const MAX_USER_ID: usize = 128;
 pub const SUMMARY_CONVERSATIONS: usize = 20;
 /// Longest `dm_history` page.
 pub const MAX_DM_HISTORY: u32 = 100;
+/// Users one connection may `watch`.
+pub const MAX_WATCH: usize = 200;
 
 /// The id of the conversation between two users: both ids sorted, each
 /// escaped (`%` → `%25`, `:` → `%3A`) and joined by `:`. Deterministic,
@@ -130,6 +132,15 @@ pub enum DirectEvent {
         conversation: String,
         seq: u64,
     },
+}
+
+/// Whether a user is online (at least one live connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub user: String,
+    pub online: bool,
+    /// When their last connection closed (Unix ms), when known and offline.
+    pub last_seen: Option<u64>,
 }
 
 #[cfg(test)]

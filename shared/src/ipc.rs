@@ -356,6 +356,12 @@ pub enum WorkerMsg {
         conn: u64,
         request: crate::direct::DirectRequest,
     },
+    /// Connection `conn` watches the presence of `users` (replacing what it
+    /// watched; empty: nothing, e.g. when it closed).
+    Watch {
+        conn: u64,
+        users: Vec<String>,
+    },
 }
 
 /// Master → worker.
@@ -418,5 +424,10 @@ pub enum MasterMsg {
         users: Vec<String>,
         except: Option<u64>,
         event: crate::direct::DirectEvent,
+    },
+    /// Presence states for the watching connections `conns`.
+    Presence {
+        conns: Vec<u64>,
+        states: Vec<crate::direct::Presence>,
     },
 }

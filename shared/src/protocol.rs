@@ -191,6 +191,10 @@ pub enum ClientMsg {
         with: Option<String>,
         seq: u64,
     },
+    /// Follow the presence of these users (replaces the previous list).
+    Watch {
+        users: Vec<String>,
+    },
 }
 
 /// A direct message, live or from `dm_history`.
@@ -373,6 +377,12 @@ pub enum ServerMsg {
     Blocked {
         user: String,
         blocked: bool,
+    },
+    /// A watched user's presence (at `watch`, then on every change).
+    Presence {
+        user: String,
+        online: bool,
+        last_seen: Option<u64>,
     },
 }
 

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use chat_shared::direct::{
     ConversationSummary, DirectEvent, DirectMessage, DirectReply, DirectRequest, DmSummary,
+    Presence,
 };
 use chat_shared::framing::{HelloHead, VersionNotice, decode, encode};
 use chat_shared::ipc::{
@@ -142,6 +143,7 @@ fn worker_variant(m: &WorkerMsg) -> &'static str {
         WorkerMsg::UserLeft { .. } => "user_left",
         WorkerMsg::Users { .. } => "users",
         WorkerMsg::Direct { .. } => "direct",
+        WorkerMsg::Watch { .. } => "watch",
     }
 }
 
@@ -160,11 +162,12 @@ fn master_variant(m: &MasterMsg) -> &'static str {
         MasterMsg::ReferenceDelta(_) => "reference_delta",
         MasterMsg::DirectReply { .. } => "direct_reply",
         MasterMsg::Deliver { .. } => "deliver",
+        MasterMsg::Presence { .. } => "presence",
     }
 }
 
-const WORKER_VARIANTS: usize = 13;
-const MASTER_VARIANTS: usize = 13;
+const WORKER_VARIANTS: usize = 14;
+const MASTER_VARIANTS: usize = 14;
 
 fn worker_samples() -> Vec<WorkerMsg> {
     vec![
@@ -201,6 +204,10 @@ fn worker_samples() -> Vec<WorkerMsg> {
                 name: "Alice".into(),
                 text: "héllo".into(),
             },
+        },
+        WorkerMsg::Watch {
+            conn: 3,
+            users: vec!["u-2".into()],
         },
     ]
 }
@@ -388,6 +395,21 @@ fn master_samples() -> Vec<MasterMsg> {
             users: vec!["u-2".into()],
             except: Some(3),
             event: DirectEvent::Dm(dm(4)),
+        },
+        MasterMsg::Presence {
+            conns: vec![3, 4],
+            states: vec![
+                Presence {
+                    user: "u-2".into(),
+                    online: false,
+                    last_seen: Some(1_700_000_000_000),
+                },
+                Presence {
+                    user: "u-3".into(),
+                    online: true,
+                    last_seen: None,
+                },
+            ],
         },
     ]
 }

@@ -412,3 +412,91 @@ async fn guests_and_bad_input_are_refused_and_lose_nothing() {
     assert_eq!(dm_acked(&mut alice, "bob", "still here").await["seq"], 1);
     assert_eq!(bob.recv_type("dm").await["text"], "still here");
 }
+
+// ---------------------------------------------------------------------------
+
+/// The next `presence` frame about `user`.
+async fn presence_of(c: &mut Client, user: &str) -> Value {
+    loop {
+        let p = c.recv_type("presence").await;
+        if p["user"] == user {
+            return p;
+        }
+    }
+}
+
+/// Waits until the master's index holds `user` in `n` rooms.
+async fn rooms_reported(h: &Host, user: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + chat_tests::TIMEOUT;
+    loop {
+        let p =
+            h.s.api(Method::GET, &format!("/api/v1/users/{user}/presence"))
+                .await;
+        if p.data()["rooms"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", p.text);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn watch_follows_presence_across_rooms() {
+    let h = Host::start(Backend::Redb).await;
+    let (pa, pb) = (h.room("wa").await, h.room("wb").await);
+    let mut carol = h.join(pa, "wa", "carol").await;
+    let mut bob = h.join(pb, "wb", "bob").await;
+    carol
+        .send_json(json!({"type":"watch","users":["alice","bob"]}))
+        .await;
+    // At once: one frame per user.
+    let a = presence_of(&mut carol, "alice").await;
+    assert_eq!(
+        a,
+        json!({"type":"presence","user":"alice","online":false,"last_seen":null})
+    );
+    let mut b = carol.recv_type("presence").await;
+    assert_eq!(b["user"], "bob");
+    if b["online"] == false {
+        // Bob's room reported him after the watch was answered: the change
+        // follows.
+        b = presence_of(&mut carol, "bob").await;
+    }
+    assert_eq!(b["online"], true, "{b}");
+
+    // Alice comes online (another room), then a second connection: one change.
+    let mut alice = h.join(pb, "wb", "alice").await;
+    assert_eq!(presence_of(&mut carol, "alice").await["online"], true);
+    let mut alice2 = h.join(pa, "wa", "alice").await;
+    // Both rooms have reported her before she leaves (so that no room's
+    // report overtakes another's).
+    rooms_reported(&h, "alice", 2).await;
+    // Offline only once her last connection is gone.
+    alice.close().await;
+    alice2.close().await;
+    let off = presence_of(&mut carol, "alice").await;
+    assert_eq!(off["online"], false, "{off}");
+    assert!(off["last_seen"].as_u64().is_some(), "{off}");
+    let rest = carol.sync().await;
+    assert!(
+        of_type(&rest, "presence").is_empty(),
+        "one change per transition: {rest:?}"
+    );
+
+    // Bob leaves; a watch replaced by an empty list hears nothing more.
+    bob.close().await;
+    assert_eq!(presence_of(&mut carol, "bob").await["online"], false);
+    carol.send_json(json!({"type":"watch","users":[]})).await;
+    let _bob = h.join(pb, "wb", "bob").await;
+    let rest = carol.sync().await;
+    assert!(of_type(&rest, "presence").is_empty(), "{rest:?}");
+
+    // Bad input.
+    let many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
+    let e = error_for(&mut carol, json!({"type":"watch","users":many})).await;
+    assert_eq!(e["code"], "too_long", "{e}");
+    let e = error_for(&mut carol, json!({"type":"watch","users":["ok",""]})).await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let e = error_for(&mut carol, json!({"type":"watch","users":"bob"})).await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+}

@@ -36,6 +36,7 @@ const KNOWN_TYPES: &[&str] = &[
     "unblock",
     "dm_history",
     "read",
+    "watch",
 ];
 
 fn millis(d: Duration) -> u64 {
@@ -166,6 +167,7 @@ impl Room {
                 limit,
             } => self.dm_history(conn, with, before, limit),
             ClientMsg::Read { with, seq } => self.read(conn, with, seq),
+            ClientMsg::Watch { users } => self.watch(conn, users),
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_shared::direct::{
-    DirectEvent, DirectReply, DirectRequest, DmSummary, MAX_DM_HISTORY, MAX_USER_ID,
+    DirectEvent, DirectReply, DirectRequest, DmSummary, MAX_DM_HISTORY, MAX_USER_ID, MAX_WATCH,
+    Presence,
 };
 use chat_shared::ipc::WorkerMsg;
 use chat_shared::protocol::{Role, ServerMsg, code};
@@ -53,6 +54,9 @@ struct Pending {
 pub struct Waiting {
     next: u64,
     pending: HashMap<u64, Pending>,
+    /// Connections watching presence: their queue and the users watched
+    /// (sent again after a relink).
+    watching: HashMap<u64, (Arc<Outbound>, Vec<String>)>,
 }
 
 impl Waiting {
@@ -397,6 +401,71 @@ impl Room {
         }
     }
 
+    /// `watch`: follow the presence of `users` (replacing the list).
+    pub fn watch(&mut self, conn: &Conn, users: Vec<String>) {
+        if users.len() > MAX_WATCH {
+            let msg = format!("a connection watches at most {MAX_WATCH} users");
+            return self.error(conn, code::TOO_LONG, msg, None);
+        }
+        for u in &users {
+            if !self.named_user(conn, "users", u) {
+                return;
+            }
+        }
+        if !self.linked {
+            return self.unavailable(&conn.out, None, "the master is unreachable");
+        }
+        let mut users = users;
+        users.sort();
+        users.dedup();
+        if users.is_empty() {
+            self.direct.watching.remove(&conn.id);
+        } else {
+            self.direct
+                .watching
+                .insert(conn.id, (conn.out.clone(), users.clone()));
+        }
+        self.tell_master(WorkerMsg::Watch {
+            conn: conn.id,
+            users,
+        });
+    }
+
+    /// A connection closes: its watch ends.
+    pub fn unwatch(&mut self, conn: u64) {
+        if self.direct.watching.remove(&conn).is_some() {
+            self.tell_master(WorkerMsg::Watch {
+                conn,
+                users: Vec::new(),
+            });
+        }
+    }
+
+    /// Presence states for watching connections.
+    pub fn presence(&mut self, conns: &[u64], states: &[Presence]) {
+        let frames: Vec<_> = states
+            .iter()
+            .map(|p| {
+                encode(&ServerMsg::Presence {
+                    user: p.user.clone(),
+                    online: p.online,
+                    last_seen: p.last_seen,
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for c in conns {
+            if let Some((out, _)) = self.direct.watching.get(c) {
+                for f in &frames {
+                    if out.send(f) {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        self.messages_out += sent;
+    }
+
     /// Tells the master which token users are here (after a relink).
     pub fn report_users(&self) {
         let users: Vec<String> = self
@@ -415,6 +484,13 @@ impl Room {
             self.tell_master(WorkerMsg::Users {
                 reset: false,
                 users: c.to_vec(),
+            });
+        }
+        // A new master knows no watch: each is sent again.
+        for (conn, (_, users)) in &self.direct.watching {
+            self.tell_master(WorkerMsg::Watch {
+                conn: *conn,
+                users: users.clone(),
             });
         }
     }

@@ -296,6 +296,7 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
             except,
             event,
         } => worker.room().deliver(&users, except, event),
+        MasterMsg::Presence { conns, states } => worker.room().presence(&conns, &states),
         MasterMsg::Shutdown { reason, restart } => {
             let code = if restart {
                 close::SERVICE_RESTART

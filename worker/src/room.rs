@@ -339,6 +339,7 @@ impl Room {
 
     /// Removes a connection; `left` goes out after the user's last one.
     pub fn leave(&mut self, conn: &Conn) {
+        self.unwatch(conn.id);
         let Some(user) = self.users.get_mut(&conn.user_id) else {
             return;
         };

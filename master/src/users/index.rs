@@ -7,6 +7,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+/// A user who came online (`true`) or went offline (`false`).
+pub type Change = (String, bool);
+
 /// Users whose last-seen time is remembered at most (one entry goes when
 /// another comes past it).
 const MAX_LAST_SEEN: usize = 100_000;
@@ -29,7 +32,8 @@ pub struct Index {
 }
 
 impl Inner {
-    fn add(&mut self, room: &str, session: u64, user: &str) {
+    /// Adds `user` to `room`; `true` when they just came online.
+    fn add(&mut self, room: &str, session: u64, user: &str) -> bool {
         let (s, users) = self
             .users_in
             .entry(room.to_owned())
@@ -37,26 +41,28 @@ impl Inner {
         *s = session;
         users.insert(user.to_owned());
         self.last_seen.remove(user);
-        self.rooms_of
-            .entry(user.to_owned())
-            .or_default()
-            .insert(room.to_owned());
+        let rooms = self.rooms_of.entry(user.to_owned()).or_default();
+        let first = rooms.is_empty();
+        rooms.insert(room.to_owned());
+        first
     }
 
-    fn remove(&mut self, room: &str, user: &str) {
+    fn remove(&mut self, room: &str, user: &str) -> bool {
         if let Some((_, users)) = self.users_in.get_mut(room) {
             users.remove(user);
         }
-        self.gone_from(user, room);
+        self.gone_from(user, room)
     }
 
-    /// `user` has no connection in `room` any more; offline after their last room.
-    fn gone_from(&mut self, user: &str, room: &str) {
+    /// `user` has no connection in `room` any more; offline after their
+    /// last room (then `true`).
+    fn gone_from(&mut self, user: &str, room: &str) -> bool {
         let Some(rooms) = self.rooms_of.get_mut(user) else {
-            return;
+            return false;
         };
         rooms.remove(room);
-        if rooms.is_empty() {
+        let gone = rooms.is_empty();
+        if gone {
             self.rooms_of.remove(user);
             if self.last_seen.len() >= MAX_LAST_SEEN
                 && let Some(k) = self.last_seen.keys().next().cloned()
@@ -66,14 +72,20 @@ impl Inner {
             self.last_seen
                 .insert(user.to_owned(), crate::registry::now_ms());
         }
+        gone
     }
 
-    fn clear(&mut self, room: &str) {
+    /// Forgets `room`; the users it took offline.
+    fn clear(&mut self, room: &str) -> Vec<Change> {
+        let mut out = Vec::new();
         if let Some((_, users)) = self.users_in.remove(room) {
             for u in users {
-                self.gone_from(&u, room);
+                if self.gone_from(&u, room) {
+                    out.push((u, false));
+                }
             }
         }
+        out
     }
 }
 
@@ -82,35 +94,56 @@ impl Index {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn joined(&self, room: &str, session: u64, user: &str) {
-        self.lock().add(room, session, user);
+    /// The presence changes it made.
+    pub fn joined(&self, room: &str, session: u64, user: &str) -> Vec<Change> {
+        let online = self.lock().add(room, session, user);
+        online
+            .then(|| (user.to_owned(), true))
+            .into_iter()
+            .collect()
     }
 
-    pub fn left(&self, room: &str, user: &str) {
-        self.lock().remove(room, user);
+    pub fn left(&self, room: &str, user: &str) -> Vec<Change> {
+        let offline = self.lock().remove(room, user);
+        offline
+            .then(|| (user.to_owned(), false))
+            .into_iter()
+            .collect()
     }
 
     /// A room's list after a (re)link: `reset` forgets what was known.
-    pub fn listed(&self, room: &str, session: u64, reset: bool, users: &[String]) {
+    pub fn listed(&self, room: &str, session: u64, reset: bool, users: &[String]) -> Vec<Change> {
         let mut inner = self.lock();
+        let mut changes = Vec::new();
         if reset {
-            inner.clear(room);
+            changes = inner.clear(room);
         }
         inner
             .users_in
             .entry(room.to_owned())
             .or_insert_with(|| (session, HashSet::new()));
         for u in users {
-            inner.add(room, session, u);
+            if inner.add(room, session, u) {
+                // Offline then online again within the reset: no change.
+                match changes.iter().position(|(c, _)| c == u) {
+                    Some(i) => {
+                        changes.remove(i);
+                    }
+                    None => changes.push((u.clone(), true)),
+                }
+            }
         }
+        changes
     }
 
     /// The IPC session `session` of `room` ended: its users are gone from
     /// it (unless a newer session of the room already reported).
-    pub fn session_ended(&self, room: &str, session: u64) {
+    pub fn session_ended(&self, room: &str, session: u64) -> Vec<Change> {
         let mut inner = self.lock();
         if inner.users_in.get(room).is_some_and(|(s, _)| *s == session) {
-            inner.clear(room);
+            inner.clear(room)
+        } else {
+            Vec::new()
         }
     }
 
@@ -157,8 +190,8 @@ mod tests {
     #[test]
     fn joins_leaves_and_sessions() {
         let ix = Index::default();
-        ix.joined("a", 1, "u1");
-        ix.joined("b", 2, "u1");
+        assert_eq!(ix.joined("a", 1, "u1"), vec![("u1".into(), true)]);
+        assert!(ix.joined("b", 2, "u1").is_empty());
         ix.joined("b", 2, "u2");
         assert_eq!(ix.rooms_of("u1"), vec!["a", "b"]);
         let all = ix.rooms_of_all(&["u1".into(), "u2".into()]);
@@ -169,14 +202,17 @@ mod tests {
                 ("b".into(), vec!["u1".into(), "u2".into()])
             ]
         );
-        ix.left("a", "u1");
+        assert!(ix.left("a", "u1").is_empty());
         assert_eq!(ix.rooms_of("u1"), vec!["b"]);
         // A newer session of b reported: the old one's end changes nothing.
-        ix.listed("b", 3, true, &["u2".into()]);
+        assert_eq!(
+            ix.listed("b", 3, true, &["u2".into()]),
+            vec![("u1".into(), false)]
+        );
         ix.session_ended("b", 2);
         assert!(ix.rooms_of("u1").is_empty());
         assert_eq!(ix.rooms_of("u2"), vec!["b"]);
-        ix.session_ended("b", 3);
+        assert_eq!(ix.session_ended("b", 3), vec![("u2".into(), false)]);
         assert!(ix.rooms_of("u2").is_empty());
         assert!(ix.last_seen("u2").is_some());
         ix.joined("a", 4, "u2");

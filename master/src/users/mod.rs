@@ -9,14 +9,17 @@
 mod fanout;
 mod index;
 mod service;
+mod watch;
 
 use std::sync::{Arc, Mutex};
 
-use chat_shared::direct::DirectMessage;
+use chat_shared::direct::{DirectMessage, Presence};
+use chat_shared::ipc::MasterMsg;
 
 pub use fanout::{Except, Fanout, Local};
-pub use index::Index;
+pub use index::{Change, Index};
 pub use service::{Asker, handle};
+pub use watch::Watches;
 
 /// Called for each stored DM whose recipient had no live connection (the
 /// hook point of the `dm.offline` webhook).
@@ -30,6 +33,8 @@ const LOCKS: usize = 64;
 pub struct Users {
     pub index: Arc<Index>,
     pub fanout: Box<dyn Fanout>,
+    pub watches: Watches,
+    registry: Arc<crate::registry::Registry>,
     locks: Vec<tokio::sync::Mutex<()>>,
     offline: Mutex<Option<OfflineHook>>,
 }
@@ -40,11 +45,13 @@ impl Users {
         let index = Arc::new(Index::default());
         let fanout = Box::new(Local {
             index: Arc::clone(&index),
-            registry,
+            registry: Arc::clone(&registry),
         });
         Self {
             index,
             fanout,
+            watches: Watches::default(),
+            registry,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             offline: Mutex::new(None),
         }
@@ -62,6 +69,59 @@ impl Users {
         tracing::debug!(to = %m.to, from = %m.from, conversation = %m.conversation, seq = m.seq, "direct message to an offline user");
         if let Some(hook) = &*self.offline.lock().unwrap_or_else(|p| p.into_inner()) {
             hook(m);
+        }
+    }
+
+    /// A user's presence on this host.
+    pub fn presence(&self, user: &str) -> Presence {
+        let online = self.fanout.online(user);
+        Presence {
+            user: user.to_owned(),
+            online,
+            last_seen: if online {
+                None
+            } else {
+                self.index.last_seen(user)
+            },
+        }
+    }
+
+    /// Connection `conn` of `room` watches `users`: their presence goes to
+    /// it at once, then on every change.
+    pub fn watch(&self, room: &str, conn: u64, users: &[String]) {
+        self.watches.set((room.to_owned(), conn), users);
+        if users.is_empty() {
+            return;
+        }
+        let states = users.iter().map(|u| self.presence(u)).collect();
+        if let Some(entry) = self.registry.get(room) {
+            entry.send(MasterMsg::Presence {
+                conns: vec![conn],
+                states,
+            });
+        }
+    }
+
+    /// Tells the watchers of the users whose presence changed.
+    pub fn changed(&self, changes: Vec<Change>) {
+        for (user, _) in changes {
+            let watchers = self.watches.of(&user);
+            if watchers.is_empty() {
+                continue;
+            }
+            let state = self.presence(&user);
+            let mut rooms: std::collections::HashMap<String, Vec<u64>> = Default::default();
+            for (room, conn) in watchers {
+                rooms.entry(room).or_default().push(conn);
+            }
+            for (room, conns) in rooms {
+                if let Some(entry) = self.registry.get(&room) {
+                    entry.send(MasterMsg::Presence {
+                        conns,
+                        states: vec![state.clone()],
+                    });
+                }
+            }
         }
     }
 
