@@ -194,7 +194,7 @@ impl Session {
                 vec![format!("* {} ({}) left", user.name, user.id)]
             }
             ServerMsg::Message(m) => vec![fmt_message(&m)],
-            ServerMsg::Ack { client_id, seq } => {
+            ServerMsg::Ack { client_id, seq, .. } => {
                 match client_id.and_then(|c| self.pending.remove(&c)) {
                     Some(text) => vec![format!("[{seq}] {}: {text}", self.my_name)],
                     None => Vec::new(),
@@ -254,6 +254,28 @@ impl Session {
                 Some(ms) => format!("! error {code}: {message} (retry after {ms} ms)"),
                 None => format!("! error {code}: {message}"),
             }],
+            ServerMsg::Dm(m) => vec![format!(
+                "[dm {}#{}] {}: {}",
+                m.conversation, m.seq, m.from.name, m.text
+            )],
+            ServerMsg::DmHistory { with, messages, .. } => {
+                let mut lines = vec![format!("-- direct messages with {with} --")];
+                lines.extend(
+                    messages
+                        .iter()
+                        .map(|m| format!("[dm #{}] {}: {}", m.seq, m.from.name, m.text)),
+                );
+                lines
+            }
+            ServerMsg::Read { .. } => Vec::new(),
+            ServerMsg::Presence { user, online, .. } => vec![format!(
+                "! {user} is {}",
+                if online { "online" } else { "offline" }
+            )],
+            ServerMsg::Blocked { user, blocked } => vec![format!(
+                "! {user} {}",
+                if blocked { "blocked" } else { "unblocked" }
+            )],
         }
     }
 

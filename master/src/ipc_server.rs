@@ -147,8 +147,11 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     let room = entry.name.clone();
     let pid = hello.pid;
     tracing::debug!(%room, pid, "worker linked");
-    linked(&master, &entry, pid, reader, writer, rx).await;
+    linked(&master, &entry, pid, id, reader, writer, rx).await;
     entry.detach(id);
+    let changes = master.users.index.session_ended(&room, id);
+    master.users.watches.room_gone(&room);
+    master.users.changed(changes);
     tracing::debug!(%room, pid, "worker link closed");
 }
 
@@ -214,6 +217,7 @@ async fn linked(
     master: &Shared,
     entry: &RoomEntry,
     pid: u32,
+    session: u64,
     reader: FrameReader<OwnedReadHalf>,
     writer: FrameWriter<OwnedWriteHalf>,
     mut orders: mpsc::UnboundedReceiver<MasterMsg>,
@@ -253,7 +257,7 @@ async fn linked(
                 }
             }
             msg = rx.recv() => match msg {
-                Ok(m) => on_message(master, entry, m),
+                Ok(m) => on_message(master, entry, session, m),
                 Err(LinkError::Closed) => break,
                 Err(LinkError::Silent(d)) => {
                     tracing::warn!(%room, pid, silent_ms = d.as_millis() as u64, "room worker stopped answering heartbeats; terminating it");
@@ -330,7 +334,7 @@ fn history_error(id: u64, e: &str) -> MasterMsg {
     }
 }
 
-fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
+fn on_message(master: &Shared, entry: &RoomEntry, session: u64, msg: WorkerMsg) {
     match msg {
         WorkerMsg::Listening { port } => {
             tracing::info!(room = %entry.name, port, pid = entry.pid(), "room ready");
@@ -384,6 +388,41 @@ fn on_message(master: &Shared, entry: &RoomEntry, msg: WorkerMsg) {
             for m in crate::cache::full_reference(&master.cache.reference()) {
                 entry.send(m);
             }
+        }
+        WorkerMsg::UserJoined { user } => {
+            let changes = master.users.index.joined(&entry.name, session, &user);
+            master.users.changed(changes);
+        }
+        WorkerMsg::UserLeft { user } => {
+            let changes = master.users.index.left(&entry.name, &user);
+            master.users.changed(changes);
+        }
+        WorkerMsg::Users { reset, users } => {
+            let changes = master
+                .users
+                .index
+                .listed(&entry.name, session, reset, &users);
+            master.users.changed(changes);
+        }
+        WorkerMsg::Watch { conn, users } => {
+            let users: Vec<String> = users
+                .into_iter()
+                .take(chat_shared::direct::MAX_WATCH)
+                .collect();
+            master.users.watch(&entry.name, conn, &users);
+        }
+        WorkerMsg::Direct {
+            id,
+            user,
+            conn,
+            request,
+        } => {
+            let asker = crate::users::Asker {
+                room: entry.name.clone(),
+                user,
+                conn,
+            };
+            tokio::spawn(crate::users::handle(master.clone(), asker, id, request));
         }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");

@@ -29,6 +29,7 @@ mod state;
 mod store;
 mod supervisor;
 mod tombstone;
+mod users;
 mod worker_cmd;
 mod writer;
 
@@ -154,6 +155,7 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         rooms: registry.clone(),
     };
     let master = Arc::new(Master {
+        users: Arc::new(users::Users::local(Arc::clone(&registry))),
         events,
         supervisor,
         store,

@@ -52,6 +52,8 @@ pub struct Master {
     pub events: Events,
     /// The room supervisors' handle (what they need of this master).
     pub supervisor: Sup,
+    /// Users across rooms: direct messages, blocks, read state.
+    pub users: Arc<crate::users::Users>,
 }
 
 impl Master {

@@ -334,6 +334,34 @@ pub enum WorkerMsg {
     ReferenceWanted {
         have: u64,
     },
+    /// A user's first connection in the room opened (users across rooms).
+    UserJoined {
+        user: String,
+    },
+    /// A user's last connection in the room closed.
+    UserLeft {
+        user: String,
+    },
+    /// Users present in the room, after a (re)link: `reset` on the first
+    /// chunk (the master forgets what it knew of the room), then more.
+    Users {
+        reset: bool,
+        users: Vec<String>,
+    },
+    /// A request of one of the room's users (`conn`: their connection in
+    /// the room); the master answers with `MasterMsg::DirectReply { id }`.
+    Direct {
+        id: u64,
+        user: String,
+        conn: u64,
+        request: crate::direct::DirectRequest,
+    },
+    /// Connection `conn` watches the presence of `users` (replacing what it
+    /// watched; empty: nothing, e.g. when it closed).
+    Watch {
+        conn: u64,
+        users: Vec<String>,
+    },
 }
 
 /// Master → worker.
@@ -385,4 +413,21 @@ pub enum MasterMsg {
     Recent(Vec<StoredMessage>),
     /// A change of the reference data (or a chunk of the full data).
     ReferenceDelta(Box<ReferenceDelta>),
+    /// The answer to `WorkerMsg::Direct { id }`.
+    DirectReply {
+        id: u64,
+        reply: crate::direct::DirectReply,
+    },
+    /// An event for every connection of `users` in the room, but the
+    /// connection `except` (the sender's, which gets an ack instead).
+    Deliver {
+        users: Vec<String>,
+        except: Option<u64>,
+        event: crate::direct::DirectEvent,
+    },
+    /// Presence states for the watching connections `conns`.
+    Presence {
+        conns: Vec<u64>,
+        states: Vec<crate::direct::Presence>,
+    },
 }

@@ -14,10 +14,12 @@
 //!   the master, the tests and the benchmarks;
 //! - [`limits`]: limits against abuse, handed to rooms in the snapshot;
 //! - [`client_ip`]: client addresses behind trusted proxies;
+//! - [`direct`]: direct messages, blocks and read state over IPC;
 //! - `listener` (feature `listener`): the capped, timed accept loop.
 
 pub mod chunks;
 pub mod client_ip;
+pub mod direct;
 pub mod framing;
 pub mod ipc;
 pub mod limits;

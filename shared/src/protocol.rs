@@ -168,6 +168,103 @@ pub enum ClientMsg {
         limit: Option<u32>,
     },
     Ping,
+    /// A direct message to a user (token users only).
+    Dm {
+        to: String,
+        text: String,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// Refuse direct messages from `user`.
+    Block {
+        user: String,
+    },
+    Unblock {
+        user: String,
+    },
+    /// A page of the conversation with `with`, older than `before`.
+    DmHistory {
+        with: String,
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Read up to `seq`: the conversation with `with`, or the room.
+    Read {
+        #[serde(default)]
+        with: Option<String>,
+        seq: u64,
+    },
+    /// Follow the presence of these users (replaces the previous list).
+    Watch {
+        users: Vec<String>,
+    },
+}
+
+/// A direct message, live or from `dm_history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    pub conversation: String,
+    pub seq: u64,
+    pub from: UserRef,
+    /// The recipient's user id.
+    pub to: String,
+    pub text: String,
+    /// Unix milliseconds.
+    pub ts: u64,
+}
+
+impl From<crate::direct::DirectMessage> for DirectMessage {
+    fn from(m: crate::direct::DirectMessage) -> Self {
+        Self {
+            conversation: m.conversation,
+            seq: m.seq,
+            from: UserRef {
+                id: m.from,
+                name: m.from_name,
+                guest: false,
+            },
+            to: m.to,
+            text: m.text,
+            ts: m.ts,
+        }
+    }
+}
+
+/// One conversation in `welcome`'s `dms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub conversation: String,
+    pub with: String,
+    pub unread: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<DirectMessage>,
+}
+
+/// `welcome`'s `dms`: total unread and the most recent conversations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmSummary {
+    pub unread: u64,
+    pub conversations: Vec<ConversationSummary>,
+}
+
+impl From<crate::direct::DmSummary> for DmSummary {
+    fn from(s: crate::direct::DmSummary) -> Self {
+        Self {
+            unread: s.unread,
+            conversations: s
+                .conversations
+                .into_iter()
+                .map(|c| ConversationSummary {
+                    conversation: c.conversation,
+                    with: c.with,
+                    unread: c.unread,
+                    last: c.last.map(DirectMessage::from),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Frames the server sends.
@@ -189,6 +286,12 @@ pub enum ServerMsg {
         /// On a resume: messages at or before `since` deleted while away.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         deleted: Vec<u64>,
+        /// A token user's read marker in this room (0: nothing read).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_read: Option<u64>,
+        /// A token user's direct messages at a glance.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dms: Option<DmSummary>,
     },
     Joined {
         user: Member,
@@ -201,6 +304,9 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
         seq: u64,
+        /// Set on the ack of a `dm`: the seq is the conversation's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
     },
     Whisper {
         from: UserRef,
@@ -253,6 +359,36 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
     },
+    /// A direct message.
+    Dm(DirectMessage),
+    /// A page of a conversation, oldest first.
+    DmHistory {
+        with: String,
+        messages: Vec<DirectMessage>,
+        more: bool,
+    },
+    /// A read marker: of a conversation (`by`, `conversation`: a receipt)
+    /// or of the room (`room`: the reader's own marker, stored).
+    Read {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        seq: u64,
+    },
+    /// A `block` or `unblock` is stored.
+    Blocked {
+        user: String,
+        blocked: bool,
+    },
+    /// A watched user's presence (at `watch`, then on every change).
+    Presence {
+        user: String,
+        online: bool,
+        last_seen: Option<u64>,
+    },
 }
 
 #[cfg(test)]
@@ -279,6 +415,7 @@ mod tests {
         let s = serde_json::to_string(&ServerMsg::Ack {
             client_id: Some("c1".into()),
             seq: 3,
+            conversation: None,
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"ack","client_id":"c1","seq":3}"#);

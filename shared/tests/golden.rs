@@ -11,6 +11,10 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use chat_shared::direct::{
+    ConversationSummary, DirectEvent, DirectMessage, DirectReply, DirectRequest, DmSummary,
+    Presence,
+};
 use chat_shared::framing::{HelloHead, VersionNotice, decode, encode};
 use chat_shared::ipc::{
     Ban, Filter, Hello, HelloReply, Histogram, IPC_VERSION, MAGIC, MasterMsg, Reference,
@@ -135,6 +139,11 @@ fn worker_variant(m: &WorkerMsg) -> &'static str {
         WorkerMsg::Deleted { .. } => "deleted",
         WorkerMsg::HistoryQuery { .. } => "history_query",
         WorkerMsg::ReferenceWanted { .. } => "reference_wanted",
+        WorkerMsg::UserJoined { .. } => "user_joined",
+        WorkerMsg::UserLeft { .. } => "user_left",
+        WorkerMsg::Users { .. } => "users",
+        WorkerMsg::Direct { .. } => "direct",
+        WorkerMsg::Watch { .. } => "watch",
     }
 }
 
@@ -151,11 +160,14 @@ fn master_variant(m: &MasterMsg) -> &'static str {
         MasterMsg::Failed { .. } => "failed",
         MasterMsg::Recent(_) => "recent",
         MasterMsg::ReferenceDelta(_) => "reference_delta",
+        MasterMsg::DirectReply { .. } => "direct_reply",
+        MasterMsg::Deliver { .. } => "deliver",
+        MasterMsg::Presence { .. } => "presence",
     }
 }
 
-const WORKER_VARIANTS: usize = 9;
-const MASTER_VARIANTS: usize = 11;
+const WORKER_VARIANTS: usize = 14;
+const MASTER_VARIANTS: usize = 14;
 
 fn worker_samples() -> Vec<WorkerMsg> {
     vec![
@@ -177,7 +189,161 @@ fn worker_samples() -> Vec<WorkerMsg> {
             limit: 50,
         },
         WorkerMsg::ReferenceWanted { have: 3 },
+        WorkerMsg::UserJoined { user: "u-1".into() },
+        WorkerMsg::UserLeft { user: "u-1".into() },
+        WorkerMsg::Users {
+            reset: true,
+            users: vec!["u-1".into(), "u-2".into()],
+        },
+        WorkerMsg::Direct {
+            id: 7,
+            user: "u-1".into(),
+            conn: 3,
+            request: DirectRequest::Send {
+                to: "u-2".into(),
+                name: "Alice".into(),
+                text: "héllo".into(),
+            },
+        },
+        WorkerMsg::Watch {
+            conn: 3,
+            users: vec!["u-2".into()],
+        },
     ]
+}
+
+fn dm(seq: u64) -> DirectMessage {
+    DirectMessage {
+        conversation: "u-1:u-2".into(),
+        seq,
+        from: "u-1".into(),
+        from_name: "Alice".into(),
+        to: "u-2".into(),
+        text: "héllo".into(),
+        ts: 1_700_000_000_000,
+    }
+}
+
+/// Every variant of the direct-message types, by name.
+fn direct_samples() -> Vec<(&'static str, Vec<u8>)> {
+    let requests = [
+        (
+            "send",
+            DirectRequest::Send {
+                to: "u-2".into(),
+                name: "Alice".into(),
+                text: "hi".into(),
+            },
+        ),
+        (
+            "block",
+            DirectRequest::Block {
+                user: "u-2".into(),
+                block: true,
+            },
+        ),
+        (
+            "history",
+            DirectRequest::History {
+                with: "u-2".into(),
+                before: 9,
+                limit: 50,
+            },
+        ),
+        (
+            "read",
+            DirectRequest::Read {
+                with: "u-2".into(),
+                seq: 4,
+            },
+        ),
+        ("room_read", DirectRequest::RoomRead { seq: 41 }),
+        ("state", DirectRequest::State),
+    ];
+    let replies = [
+        (
+            "stored",
+            DirectReply::Stored {
+                conversation: "u-1:u-2".into(),
+                seq: 4,
+            },
+        ),
+        (
+            "history",
+            DirectReply::History {
+                with: "u-2".into(),
+                messages: vec![dm(3), dm(4)],
+                more: true,
+            },
+        ),
+        (
+            "blocked",
+            DirectReply::Blocked {
+                user: "u-2".into(),
+                blocked: false,
+            },
+        ),
+        (
+            "read",
+            DirectReply::Read {
+                conversation: Some("u-1:u-2".into()),
+                seq: 4,
+            },
+        ),
+        (
+            "state",
+            DirectReply::State {
+                last_read: 41,
+                dms: DmSummary {
+                    unread: 2,
+                    conversations: vec![ConversationSummary {
+                        conversation: "u-1:u-2".into(),
+                        with: "u-2".into(),
+                        unread: 2,
+                        last: Some(dm(4)),
+                    }],
+                },
+            },
+        ),
+        (
+            "error",
+            DirectReply::Error {
+                code: "forbidden".into(),
+                message: "blocked".into(),
+            },
+        ),
+    ];
+    let events = [
+        ("dm", DirectEvent::Dm(dm(4))),
+        (
+            "read",
+            DirectEvent::Read {
+                by: "u-2".into(),
+                conversation: "u-1:u-2".into(),
+                seq: 4,
+            },
+        ),
+    ];
+    let mut out = Vec::new();
+    for (n, r) in requests {
+        assert_eq!(decode::<DirectRequest>(&encode(&r).unwrap()).unwrap(), r);
+        out.push((n, "request", encode(&r).unwrap().to_vec()));
+    }
+    for (n, r) in replies {
+        assert_eq!(decode::<DirectReply>(&encode(&r).unwrap()).unwrap(), r);
+        out.push((n, "reply", encode(&r).unwrap().to_vec()));
+    }
+    for (n, e) in events {
+        assert_eq!(decode::<DirectEvent>(&encode(&e).unwrap()).unwrap(), e);
+        out.push((n, "event", encode(&e).unwrap().to_vec()));
+    }
+    out.into_iter()
+        .map(|(n, kind, bytes)| (leak(format!("direct_{kind}_{n}")), bytes))
+        .collect()
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 fn master_samples() -> Vec<MasterMsg> {
@@ -218,6 +384,33 @@ fn master_samples() -> Vec<MasterMsg> {
                 reject: false,
             }]),
         })),
+        MasterMsg::DirectReply {
+            id: 7,
+            reply: DirectReply::Stored {
+                conversation: "u-1:u-2".into(),
+                seq: 4,
+            },
+        },
+        MasterMsg::Deliver {
+            users: vec!["u-2".into()],
+            except: Some(3),
+            event: DirectEvent::Dm(dm(4)),
+        },
+        MasterMsg::Presence {
+            conns: vec![3, 4],
+            states: vec![
+                Presence {
+                    user: "u-2".into(),
+                    online: false,
+                    last_seen: Some(1_700_000_000_000),
+                },
+                Presence {
+                    user: "u-3".into(),
+                    online: true,
+                    last_seen: None,
+                },
+            ],
+        },
     ]
 }
 
@@ -294,6 +487,9 @@ fn every_ipc_message_keeps_its_golden_bytes() {
         let name = format!("master_{}", master_variant(&m));
         assert_eq!(decode::<MasterMsg>(&encode(&m).unwrap()).unwrap(), m);
         all.push((name, encode(&m).unwrap().to_vec()));
+    }
+    for (name, bytes) in direct_samples() {
+        all.push((name.to_owned(), bytes));
     }
     for (name, bytes) in &all {
         failures.extend(check(name, bytes));

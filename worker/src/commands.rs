@@ -20,8 +20,23 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_SHORT_TEXT: usize = 256;
 
 const KNOWN_TYPES: &[&str] = &[
-    "say", "whisper", "history", "typing", "kick", "mute", "ban", "delete", "signal", "members",
+    "say",
+    "whisper",
+    "history",
+    "typing",
+    "kick",
+    "mute",
+    "ban",
+    "delete",
+    "signal",
+    "members",
     "ping",
+    "dm",
+    "block",
+    "unblock",
+    "dm_history",
+    "read",
+    "watch",
 ];
 
 fn millis(d: Duration) -> u64 {
@@ -114,12 +129,26 @@ impl Room {
                 let pong = encode(&ServerMsg::Pong);
                 self.send_to(conn, &pong);
             }
+            ClientMsg::Dm {
+                to,
+                text,
+                client_id,
+            } => self.dm(conn, to, text, client_id),
+            ClientMsg::Block { user } => self.block(conn, user, true),
+            ClientMsg::Unblock { user } => self.block(conn, user, false),
+            ClientMsg::DmHistory {
+                with,
+                before,
+                limit,
+            } => self.dm_history(conn, with, before, limit),
+            ClientMsg::Read { with, seq } => self.read(conn, with, seq),
+            ClientMsg::Watch { users } => self.watch(conn, users),
         }
     }
 
     /// Checks a short text (a reason, a client id) against
     /// [`MAX_SHORT_TEXT`] bytes; `too_long` otherwise.
-    fn short_text(&mut self, conn: &Conn, what: &str, text: Option<&str>) -> bool {
+    pub(crate) fn short_text(&mut self, conn: &Conn, what: &str, text: Option<&str>) -> bool {
         if text.is_some_and(|t| t.len() > MAX_SHORT_TEXT) {
             let msg = format!("{what} is longer than {MAX_SHORT_TEXT} bytes");
             self.error(conn, code::TOO_LONG, msg, None);
@@ -129,7 +158,7 @@ impl Room {
     }
 
     /// Checks a text's length against the room's limit.
-    fn check_text(&mut self, conn: &Conn, text: &str) -> bool {
+    pub(crate) fn check_text(&mut self, conn: &Conn, text: &str) -> bool {
         if text.trim().is_empty() {
             self.error(conn, code::BAD_REQUEST, "text is empty", None);
             return false;
@@ -149,7 +178,7 @@ impl Room {
 
     /// Applies the word filters: the text to send, or `None` after an
     /// `error filtered`.
-    fn filter(&mut self, conn: &Conn, text: String) -> Option<String> {
+    pub(crate) fn filter(&mut self, conn: &Conn, text: String) -> Option<String> {
         match self.filters.apply(text) {
             Verdict::Pass(t) => Some(t),
             Verdict::Reject => {
@@ -161,7 +190,7 @@ impl Room {
     }
 
     /// The per-user bucket shared by all of a user's devices.
-    fn user_allows(&mut self, conn: &Conn) -> bool {
+    pub(crate) fn user_allows(&mut self, conn: &Conn) -> bool {
         let wait = match self.users.get(&conn.user_id) {
             Some(u) => u.bucket.take().err(),
             None => return false,

@@ -42,9 +42,16 @@ pub async fn serve(
             Ok(who)
         }
     });
+    // A token user's read state for `welcome`, asked before joining.
+    let state = match &who {
+        Ok(w) if w.role != chat_shared::protocol::Role::Guest => {
+            crate::direct::fetch_state(&worker, &w.id).await
+        }
+        _ => None,
+    };
     let joined = who.and_then(|who| {
         let mut room = worker.room();
-        room.join(who, out.clone(), resume)
+        room.join(who, out.clone(), resume, state)
     });
     match joined {
         Err(refusal) => {

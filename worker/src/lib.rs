@@ -13,6 +13,7 @@ mod caps;
 mod commands;
 mod confusables;
 mod conn;
+mod direct;
 mod filters;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -281,6 +281,13 @@ fn handle(worker: &Arc<Worker>, msg: MasterMsg) -> Option<WorkerMsg> {
         MasterMsg::Failed { seqs, code } => worker.room().fail(&seqs, &code),
         MasterMsg::Recent(chunk) => worker.room().load_recent(chunk),
         MasterMsg::ReferenceDelta(d) => return worker.room().apply_reference_delta(&d),
+        MasterMsg::DirectReply { id, reply } => worker.room().direct_reply(id, reply),
+        MasterMsg::Deliver {
+            users,
+            except,
+            event,
+        } => worker.room().deliver(&users, except, event),
+        MasterMsg::Presence { conns, states } => worker.room().presence(&conns, &states),
         MasterMsg::Shutdown { reason, restart } => {
             let code = if restart {
                 close::SERVICE_RESTART

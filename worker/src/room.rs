@@ -68,6 +68,8 @@ pub struct Room {
     pub fanout: chat_shared::ipc::Histogram,
     /// Bytes of message text a `welcome` replays at most.
     pub welcome_history_bytes: usize,
+    /// Direct-message requests waiting for the master.
+    pub direct: crate::direct::Waiting,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -116,6 +118,7 @@ impl Room {
             fanout: Default::default(),
             welcome_history_bytes: chat_shared::limits::Limits::default().welcome_history_bytes
                 as usize,
+            direct: Default::default(),
         }
     }
 
@@ -188,6 +191,7 @@ impl Room {
         who: Identity,
         out: Arc<Outbound>,
         resume: Option<Resume>,
+        state: Option<crate::direct::WelcomeState>,
     ) -> Result<Arc<Conn>, Refusal> {
         if self.closing {
             return Err(Refusal::new(close::GOING_AWAY, "room is closing"));
@@ -285,6 +289,8 @@ impl Room {
                 epoch: self.epoch,
                 resumed,
                 deleted: deleted.clone(),
+                last_read: state.as_ref().map(|s| s.last_read),
+                dms: state.as_ref().map(|s| s.dms.clone().into()),
             });
             // A welcome must fit the connection's queue with room to spare:
             // with long messages, fewer of them (the client pages for more).
@@ -297,6 +303,11 @@ impl Room {
         for m in replay {
             let bytes = encode(&ServerMsg::Message(m));
             self.send_to(&conn, &bytes);
+        }
+        if first && who.role != Role::Guest {
+            self.tell_master(WorkerMsg::UserJoined {
+                user: who.id.clone(),
+            });
         }
         if first {
             let joined = encode(&ServerMsg::Joined { user: me });
@@ -333,6 +344,7 @@ impl Room {
 
     /// Removes a connection; `left` goes out after the user's last one.
     pub fn leave(&mut self, conn: &Conn) {
+        self.unwatch(conn.id);
         let Some(user) = self.users.get_mut(&conn.user_id) else {
             return;
         };
@@ -340,6 +352,11 @@ impl Room {
         if user.conns.is_empty()
             && let Some(user) = self.users.remove(&conn.user_id)
         {
+            if user.role != Role::Guest {
+                self.tell_master(WorkerMsg::UserLeft {
+                    user: user.id.clone(),
+                });
+            }
             let left = encode(&ServerMsg::Left {
                 user: user.user_ref(),
             });
@@ -385,6 +402,7 @@ impl Room {
     pub fn relink(&mut self) {
         self.linked = true;
         self.outbox.relink();
+        self.report_users();
     }
 
     /// The master link is down: the store's answers to pending `history`
@@ -394,6 +412,7 @@ impl Room {
         for p in self.history_queries.drain() {
             self.history_unavailable(&p, "the master is unreachable");
         }
+        self.unlink_direct();
     }
 
     /// Answers the `history` requests the store did not answer in time.
@@ -401,6 +420,7 @@ impl Room {
         for p in self.history_queries.expired(Instant::now()) {
             self.history_unavailable(&p, "the store did not answer in time");
         }
+        self.expire_direct();
     }
 
     fn history_unavailable(&mut self, p: &PendingHistory, why: &str) {
@@ -423,6 +443,7 @@ impl Room {
             let ack = encode(&ServerMsg::Ack {
                 client_id: a.client_id,
                 seq: a.seq,
+                conversation: None,
             });
             if a.out.send(&ack) {
                 self.messages_out += 1;

@@ -22,6 +22,7 @@ fn keyed() -> Vec<Route> {
         route("POST", "/api/v1/room/{name}", post(create_room)),
         route("GET", "/api/v1/room/{name}", get(room_info)),
         route("GET", "/api/v1/rooms", get(list_rooms)),
+        route("GET", "/api/v1/users/{id}/presence", get(presence)),
     ]
 }
 
@@ -43,6 +44,35 @@ pub fn routes() -> Vec<Route> {
 
 pub fn router(master: Shared) -> Router {
     assemble(master, open(), keyed(), Guard::Room)
+}
+
+/// Whether a user is connected to this host, in which rooms, and when they
+/// were last seen.
+async fn presence(State(master): State<Shared>, Path(id): Path<String>) -> Response {
+    if id.is_empty()
+        || id.len() > chat_shared::direct::MAX_USER_ID
+        || id.chars().any(char::is_control)
+    {
+        let max = chat_shared::direct::MAX_USER_ID;
+        return message(
+            StatusCode::BAD_REQUEST,
+            format!("bad user id: 1 to {max} bytes, no control characters"),
+        );
+    }
+    let index = &master.users.index;
+    let rooms: Vec<_> = index
+        .rooms_of(&id)
+        .into_iter()
+        .map(|name| json!({"name": name, "host": master.hostname}))
+        .collect();
+    data(
+        StatusCode::OK,
+        json!({
+            "online": !rooms.is_empty(),
+            "rooms": rooms,
+            "last_seen": index.last_seen(&id),
+        }),
+    )
 }
 
 async fn app_info() -> Response {

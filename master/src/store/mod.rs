@@ -4,11 +4,16 @@
 //! suite (`suite.rs`) runs against each. `docs/DATA.md` describes the schema.
 
 pub mod health;
+pub mod direct;
+#[cfg(test)]
+mod direct_suite;
+mod mongo_direct;
 mod mongo_docs;
 pub mod mongo_store;
 #[cfg(test)]
 mod mongo_tests;
 mod records;
+mod redb_direct;
 pub mod redb_store;
 #[cfg(test)]
 mod suite;
@@ -21,6 +26,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 pub use health::StoreHealth;
+pub use direct::{DirectStore, NewDm};
 pub use mongo_store::{MongoOptions, MongoStore};
 pub use records::{
     BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,
@@ -107,7 +113,7 @@ impl From<mongodb::error::Error> for StoreError {
 
 /// A storage backend. Every method is safe to call concurrently.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DirectStore + Send + Sync + 'static {
     /// `"redb"` or `"mongodb"`.
     fn kind(&self) -> &'static str;
 

@@ -31,7 +31,7 @@ fn date(what: &'static str, ms: u64) -> Result<Bson, StoreError> {
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// A non-negative integer in any BSON numeric type.
-fn as_u64(b: &Bson) -> Option<u64> {
+pub(super) fn as_u64(b: &Bson) -> Option<u64> {
     match *b {
         Bson::Int32(v) => u64::try_from(v).ok(),
         Bson::Int64(v) => u64::try_from(v).ok(),
@@ -41,7 +41,7 @@ fn as_u64(b: &Bson) -> Option<u64> {
 }
 
 /// Unix milliseconds from a BSON date, a number, or an RFC 3339 string.
-fn as_ms(b: &Bson) -> Option<u64> {
+pub(super) fn as_ms(b: &Bson) -> Option<u64> {
     match b {
         Bson::DateTime(d) => u64::try_from(d.timestamp_millis()).ok(),
         Bson::String(s) => chrono::DateTime::parse_from_rfc3339(s)

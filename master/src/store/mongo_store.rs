@@ -77,7 +77,7 @@ impl MongoStore {
         &self.db
     }
 
-    fn coll(&self, name: &str) -> Collection<Document> {
+    pub(super) fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection(name)
     }
 
@@ -100,7 +100,7 @@ impl MongoStore {
     /// Creates `keys` as an index unless an index on the same keys (with the
     /// same uniqueness) exists, whatever its name: a platform may have made
     /// it, and servers differ in how they treat a second create.
-    async fn ensure_index(
+    pub(super) async fn ensure_index(
         &self,
         coll: &str,
         keys: Document,
@@ -195,7 +195,7 @@ fn same_keys(a: &Document, b: &Document) -> bool {
 }
 
 /// The server's error code of a failed command, if it is one.
-fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+pub(super) fn command_code(e: &mongodb::error::Error) -> Option<i32> {
     match &*e.kind {
         ErrorKind::Command(c) => Some(c.code),
         ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
@@ -216,7 +216,10 @@ impl Store for MongoStore {
 
     async fn init(&self) -> Result<(), StoreError> {
         let existing = self.db.list_collection_names().await?;
-        for name in COLLECTIONS {
+        for name in COLLECTIONS
+            .into_iter()
+            .chain(super::mongo_direct::COLLECTIONS)
+        {
             if existing.iter().any(|c| c == name) {
                 continue;
             }
@@ -231,6 +234,7 @@ impl Store for MongoStore {
             .await?;
         self.ensure_index("bans", doc! { "user_id": 1 }, "user_id", false)
             .await?;
+        self.init_direct().await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //!   scope (`None` = every room sorts first)
 //! - `filters`: pattern `-> FilterRecord`
 //! - `owners`: room name `-> OwnerRecord` (which host owns the name)
+//! - direct messages, blocks and read markers: `redb_direct.rs`
 //!
 //! redb is synchronous: every operation runs in `spawn_blocking`, and
 //! `insert_messages` is one write transaction.
@@ -103,7 +104,7 @@ struct StoredBan {
     reason: Option<String>,
 }
 
-fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Invalid {
         what,
         reason: e.to_string(),
@@ -111,7 +112,11 @@ fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StoreError
 }
 
 /// Decodes a stored value; a value that does not decode is logged and skipped.
-fn decode<T: DeserializeOwned>(table: &str, key: &dyn std::fmt::Debug, bytes: &[u8]) -> Option<T> {
+pub(super) fn decode<T: DeserializeOwned>(
+    table: &str,
+    key: &dyn std::fmt::Debug,
+    bytes: &[u8],
+) -> Option<T> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -159,7 +164,7 @@ impl RedbStore {
         &self.path
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -200,6 +205,7 @@ impl Store for RedbStore {
                 txn.open_table(BANS)?;
                 txn.open_table(FILTERS)?;
                 txn.open_table(OWNERS)?;
+                super::redb_direct::create_tables(&txn)?;
             }
             txn.commit()?;
             Ok(())

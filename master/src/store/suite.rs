@@ -20,6 +20,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     reference_data(&*store).await;
     bans(&*store).await;
     owners(&*store).await;
+    super::direct_suite::run_all(Arc::clone(&store)).await;
 }
 
 fn owner(name: &str, host: &str, until_ms: u64) -> OwnerRecord {

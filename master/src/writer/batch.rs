@@ -150,6 +150,46 @@ pub(super) mod tests {
     }
 
     #[async_trait]
+    impl crate::store::DirectStore for Flaky {
+        async fn append_dm(
+            &self,
+            m: crate::store::NewDm,
+        ) -> Result<chat_shared::direct::DirectMessage, StoreError> {
+            self.inner.append_dm(m).await
+        }
+        async fn dm_history(
+            &self,
+            c: &str,
+            before: u64,
+            limit: u32,
+        ) -> Result<Vec<chat_shared::direct::DirectMessage>, StoreError> {
+            self.inner.dm_history(c, before, limit).await
+        }
+        async fn set_blocked(&self, u: &str, o: &str, b: bool) -> Result<(), StoreError> {
+            self.inner.set_blocked(u, o, b).await
+        }
+        async fn is_blocked(&self, u: &str, o: &str) -> Result<bool, StoreError> {
+            self.inner.is_blocked(u, o).await
+        }
+        async fn mark_dm_read(&self, u: &str, w: &str, s: u64) -> Result<Option<u64>, StoreError> {
+            self.inner.mark_dm_read(u, w, s).await
+        }
+        async fn mark_room_read(&self, r: &str, u: &str, s: u64) -> Result<u64, StoreError> {
+            self.inner.mark_room_read(r, u, s).await
+        }
+        async fn room_read(&self, r: &str, u: &str) -> Result<u64, StoreError> {
+            self.inner.room_read(r, u).await
+        }
+        async fn dm_summary(
+            &self,
+            u: &str,
+            limit: usize,
+        ) -> Result<chat_shared::direct::DmSummary, StoreError> {
+            self.inner.dm_summary(u, limit).await
+        }
+    }
+
+    #[async_trait]
     impl Store for Flaky {
         fn kind(&self) -> &'static str {
             "redb"
