@@ -52,6 +52,11 @@ pub struct Master {
     pub events: Events,
     /// The room supervisors' handle (what they need of this master).
     pub supervisor: Sup,
+    /// Webhook events (`Webhooks::dm_offline` for direct messages); a
+    /// disabled handle without `--webhook-url`.
+    pub webhooks: crate::webhook::Webhooks,
+    /// Bans and unbans made in rooms, on their way to the store.
+    pub room_bans: crate::room_bans::RoomBans,
 }
 
 impl Master {

@@ -163,6 +163,10 @@ pub enum ClientMsg {
         limit: Option<u32>,
     },
     Ping,
+    /// Lifts this room's ban of a user (moderators and owners).
+    Unban {
+        user: String,
+    },
 }
 
 /// Frames the server sends.

@@ -135,6 +135,8 @@ fn worker_variant(m: &WorkerMsg) -> &'static str {
         WorkerMsg::Deleted { .. } => "deleted",
         WorkerMsg::HistoryQuery { .. } => "history_query",
         WorkerMsg::ReferenceWanted { .. } => "reference_wanted",
+        WorkerMsg::Ban { .. } => "ban",
+        WorkerMsg::Unban { .. } => "unban",
     }
 }
 
@@ -154,7 +156,7 @@ fn master_variant(m: &MasterMsg) -> &'static str {
     }
 }
 
-const WORKER_VARIANTS: usize = 9;
+const WORKER_VARIANTS: usize = 11;
 const MASTER_VARIANTS: usize = 11;
 
 fn worker_samples() -> Vec<WorkerMsg> {
@@ -177,6 +179,11 @@ fn worker_samples() -> Vec<WorkerMsg> {
             limit: 50,
         },
         WorkerMsg::ReferenceWanted { have: 3 },
+        WorkerMsg::Ban {
+            user: "u-3".into(),
+            reason: "spam".into(),
+        },
+        WorkerMsg::Unban { user: "u-3".into() },
     ]
 }
 

@@ -21,7 +21,7 @@ const MAX_SHORT_TEXT: usize = 256;
 
 const KNOWN_TYPES: &[&str] = &[
     "say", "whisper", "history", "typing", "kick", "mute", "ban", "delete", "signal", "members",
-    "ping",
+    "ping", "unban",
 ];
 
 fn millis(d: Duration) -> u64 {
@@ -111,12 +111,7 @@ impl Room {
                 }
                 let reason = reason.unwrap_or_else(|| "banned".into());
                 self.moderate(conn, &user, |room, target, by| {
-                    room.moderation.ban(target, &reason);
-                    room.disconnect_user(
-                        target,
-                        close::BANNED,
-                        &format!("banned by {by}: {reason}"),
-                    );
+                    room.ban_member(target, by, &reason);
                 });
             }
             ClientMsg::Mute { user, secs } => self.mute(conn, &user, secs),
@@ -139,6 +134,7 @@ impl Room {
                 let pong = encode(&ServerMsg::Pong);
                 self.send_to(conn, &pong);
             }
+            ClientMsg::Unban { user } => self.unban(conn, &user),
         }
     }
 

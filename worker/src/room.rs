@@ -380,6 +380,7 @@ impl Room {
     pub fn relink(&mut self) {
         self.linked = true;
         self.outbox.relink();
+        self.resend_bans();
     }
 
     /// The master link is down: the store's answers to pending `history`
@@ -561,6 +562,7 @@ impl Room {
             self.filters = Filters::new(&self.reference.filters);
         }
         self.user_names = self.reference.users.iter().cloned().collect();
+        self.settle_bans();
         let banned: Vec<(String, String)> = self
             .users
             .keys()

@@ -173,6 +173,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives up `owner`'s claim on `name` (absent, or another's: nothing).
     async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Removes the ban of a user with exactly this scope (`room` `None`: the
+    /// every-room ban), leaving their other bans; returns how many were
+    /// removed (0 or 1).
+    async fn remove_ban(&self, user_id: &str, room: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Removes the word filter with this pattern; whether there was one.
+    async fn remove_filter(&self, pattern: &str) -> Result<bool, StoreError>;
+
+    /// Removes a user profile; whether there was one.
+    async fn remove_user(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Opens the store: MongoDB when `uri` is a `mongodb://` or `mongodb+srv://`
