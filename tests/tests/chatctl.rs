@@ -571,7 +571,8 @@ async fn filters_and_profiles_are_removed_through_chatctl() {
         .ok();
     let out = ctl(&s, &["filters"]).await;
     assert!(out.ok().stdout.contains("darn\treject"), "{out:#?}");
-    let mut c = Client::guest(port, "ann").await;
+    let ann = chat_tests::token::token(&secret, "u-ann", "Ann", "words", "member");
+    let mut c = Client::with_token(port, &ann).await;
     // Each try sends `say` and reads its answer: an error or an ack.
     let deadline = tokio::time::Instant::now() + bound;
     loop {
