@@ -302,3 +302,51 @@ fn describe() {
         "Webhook events waiting for delivery."
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks(cap: usize) -> (Webhooks, Arc<Queue>) {
+        let queue = Arc::new(Queue::new(cap));
+        let hooks = Webhooks {
+            inner: Some(Arc::new(Inner {
+                queue: queue.clone(),
+                host: "chat-1".into(),
+            })),
+        };
+        (hooks, queue)
+    }
+
+    #[tokio::test]
+    async fn dm_offline_carries_what_a_push_needs() {
+        let (hooks, queue) = hooks(4);
+        hooks.dm_offline(DmOffline {
+            to: "u-2".into(),
+            from: "u-1".into(),
+            conversation: "u-1:u-2".into(),
+            seq: 7,
+            text: "hi".into(),
+        });
+        let e = queue.pop().await.map(|e| (e.kind, e.id, e.body));
+        let Some((kind, id, body)) = e else {
+            panic!("nothing queued")
+        };
+        assert_eq!(kind, "dm.offline");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["type"], "dm.offline");
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["host"], "chat-1");
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"to":"u-2","from":"u-1","conversation":"u-1:u-2","seq":7,"text":"hi"})
+        );
+    }
+
+    #[test]
+    fn a_disabled_handle_emits_nothing() {
+        let hooks = Webhooks::default();
+        assert!(!hooks.enabled());
+        hooks.room_created("a", 1); // no queue, no panic
+    }
+}
