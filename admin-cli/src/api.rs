@@ -160,7 +160,21 @@ impl Api {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
-        let url = self.url(segments);
+        self.call_query(method, segments, &[], body).await
+    }
+
+    /// [`Api::call`] with query parameters (percent-encoded).
+    pub async fn call_query(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut req = self
             .http
             .request(method, url.clone())

@@ -107,8 +107,34 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Lifts a user's ban.
-    Unban { user: String },
+    /// Lifts a user's bans (every one, or only the one of --room).
+    Unban {
+        user: String,
+        /// Lift only the ban of this room (e.g. one a moderator made).
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Adds (or replaces) a word filter.
+    AddFilter {
+        /// A word, or `/a regex/`.
+        pattern: String,
+        #[arg(long, default_value = "mask", value_parser = ["mask", "reject"])]
+        action: String,
+    },
+    /// Lists the word filters.
+    Filters,
+    /// Removes a word filter.
+    RemoveFilter { pattern: String },
+    /// Writes a user profile (a name that wins over the token's).
+    SetUser {
+        id: String,
+        name: String,
+        /// A role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Removes a user profile.
+    RemoveUser { id: String },
     /// Stops accepting new rooms (and with --connections, new joins).
     Drain {
         /// Refuse new joins to existing rooms too.
@@ -178,7 +204,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             reason,
         } => moderation::ban(&ctx, &user, room.as_deref(), duration, reason.as_deref()).await,
-        Command::Unban { user } => moderation::unban(&ctx, &user).await,
+        Command::Unban { user, room } => moderation::unban(&ctx, &user, room.as_deref()).await,
+        Command::AddFilter { pattern, action } => {
+            reference::add_filter(&ctx, &pattern, &action).await
+        }
+        Command::Filters => reference::filters(&ctx).await,
+        Command::RemoveFilter { pattern } => reference::remove_filter(&ctx, &pattern).await,
+        Command::SetUser { id, name, roles } => reference::set_user(&ctx, &id, &name, &roles).await,
+        Command::RemoveUser { id } => reference::remove_user(&ctx, &id).await,
         Command::Drain {
             connections,
             wait,

@@ -156,6 +156,35 @@ pub struct Config {
     /// (`https://app.example.com`); unset: any origin.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    // Webhooks (README "Webhooks", SECURITY.md).
+    /// Where signed JSON events (`room.created`, `room.closed`, `dm.offline`)
+    /// are POSTed; unset: no webhooks.
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of `X-Chat-Signature` (prefer the environment or
+    /// `--webhook-secret-file`: argv is visible to all).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// A file holding the webhook secret (wins over `--webhook-secret`).
+    #[arg(long, env = "WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Webhook events waiting for delivery at most; past it the oldest are
+    /// dropped (counted in `chat_webhook_dropped_total`).
+    #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub webhook_queue: usize,
+    /// Bound of one webhook attempt (connect, send, answer).
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+    /// Attempts per webhook event at most (the first included).
+    #[arg(long, env = "WEBHOOK_ATTEMPTS", default_value_t = 8)]
+    pub webhook_attempts: u32,
+    /// Wait before the first webhook retry, doubled at each one.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub webhook_backoff: Duration,
+    /// Longest wait between two webhook attempts.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub webhook_backoff_cap: Duration,
 }
 
 fn parse_block(s: &str) -> Result<String, String> {
@@ -201,6 +230,7 @@ impl Config {
         c.jwt_secret = c.jwt_secret.filter(|k| !k.is_empty());
         c.lb_key = c.lb_key.filter(|k| !k.is_empty());
         c.store = c.store.filter(|k| !k.trim().is_empty());
+        c.webhook_secret = c.webhook_secret.filter(|k| !k.is_empty());
         c.load_balancers.retain(|u| !u.trim().is_empty());
         if c.lb_version.trim().is_empty() {
             c.lb_version = DEFAULT_LB_VERSION.to_owned();

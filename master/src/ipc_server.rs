@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::ipc_peer::PeerCheck;
 use crate::registry::RoomEntry;
+use crate::room_bans::Order;
 use crate::state::Shared;
 use crate::writer::{Write, stored_message};
 
@@ -428,5 +429,14 @@ fn on_message(master: &Shared, entry: &RoomEntry, session: u64, msg: WorkerMsg) 
             tracing::info!(room = %entry.name, %reason, "room ended by itself");
             entry.life.stop();
         }
+        WorkerMsg::Ban { user, reason } => master.room_bans.push(Order::Ban {
+            room: entry.name.clone(),
+            user,
+            reason,
+        }),
+        WorkerMsg::Unban { user } => master.room_bans.push(Order::Unban {
+            room: entry.name.clone(),
+            user,
+        }),
     }
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod owners;
 mod registry;
 mod restart;
+mod room_bans;
 mod rooms;
 mod rundir;
 mod state;
@@ -30,6 +31,7 @@ mod store;
 mod supervisor;
 mod tombstone;
 mod users;
+mod webhook;
 mod worker_cmd;
 mod writer;
 
@@ -120,6 +122,13 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         .await
         .context("cannot open the store")?;
     tracing::info!(store = store.kind(), "store opened");
+    let webhook_cfg = webhook::WebhookConfig::from_flags(&cfg).context("webhooks")?;
+    let (webhooks, webhook_delivery) = webhook::Webhooks::start(
+        webhook_cfg,
+        cfg.host.clone().unwrap_or_else(|| hostname.clone()),
+    )
+    .context("webhooks")?;
+    let (room_bans, room_ban_orders) = room_bans::RoomBans::new();
     let (writer, writes) = writer::Writer::new();
     let writer = Arc::new(writer);
     let shutdown = CancellationToken::new();
@@ -178,6 +187,8 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
             .iter()
             .map(|u| Arc::new(lb::LoadBalancer::new(u)))
             .collect(),
+        webhooks,
+        room_bans,
         cfg,
     });
 
@@ -190,6 +201,10 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         master.events.subscribe(),
     ));
     tokio::spawn(metrics::follow(master.events.subscribe()));
+    tokio::spawn(webhook::follow(
+        master.webhooks.clone(),
+        master.events.subscribe(),
+    ));
     let background = TaskTracker::new();
     background.spawn(store_init(
         master.store.clone(),
@@ -201,6 +216,7 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         master.cfg.cache_refresh,
         master.shutdown.clone(),
     ));
+    background.spawn(room_bans::run(master.clone(), room_ban_orders));
     // Load-balancer heartbeats start once running rooms are adopted (and the
     // catalog's others respawned), not with a count of 0 after a restart.
     let adopted = CancellationToken::new();
@@ -255,13 +271,27 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     master.api_stop.cancel();
     if stop == Stop::Restart {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers.wait()).await;
+        // Queued webhook events get a short while; the new image starts empty.
+        if let Some(w) = webhook_delivery {
+            w.drain(tokio::time::Instant::now() + std::time::Duration::from_secs(2))
+                .await;
+        }
         run_dir.cleanup();
         drop(run_dir); // releases the lock for the new image
         return restart::exec_self((main_bound.port(), admin_bound.port()));
     }
     tracing::info!("shutting down");
+    let grace_end = tokio::time::Instant::now() + master.cfg.shutdown_grace;
     master.shutdown.cancel();
     supervisor::shutdown_all(&master.supervisor).await;
+    // The rooms' `room.closed` are queued by now (an event holds the
+    // supervisors' tracker until every subscriber took it): delivered
+    // within what is left of the grace period (at least a second).
+    if let Some(w) = webhook_delivery {
+        let deadline =
+            grace_end.max(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        w.drain(deadline).await;
+    }
     // Rooms are gone; what they handed over is written before we stop.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while master.writer.pending() > 0 && tokio::time::Instant::now() < deadline {

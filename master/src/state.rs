@@ -54,6 +54,11 @@ pub struct Master {
     pub supervisor: Sup,
     /// Users across rooms: direct messages, blocks, read state.
     pub users: Arc<crate::users::Users>,
+    /// Webhook events (`Webhooks::dm_offline` for direct messages); a
+    /// disabled handle without `--webhook-url`.
+    pub webhooks: crate::webhook::Webhooks,
+    /// Bans and unbans made in rooms, on their way to the store.
+    pub room_bans: crate::room_bans::RoomBans,
 }
 
 impl Master {

@@ -362,6 +362,18 @@ pub enum WorkerMsg {
         conn: u64,
         users: Vec<String>,
     },
+    /// A moderator banned `user` from this room (a `ban` frame): the master
+    /// stores it in `bans`, scoped to the room, so it outlasts the worker
+    /// and the master, like a ban made through the admin API. Sent again
+    /// after a reconnect until the reference data carries it.
+    Ban {
+        user: String,
+        reason: String,
+    },
+    /// A moderator lifted this room's ban of `user` (an `unban` frame).
+    Unban {
+        user: String,
+    },
 }
 
 /// Master → worker.

@@ -200,6 +200,10 @@ pub enum ClientMsg {
     Watch {
         users: Vec<String>,
     },
+    /// Lifts this room's ban of a user (moderators and owners).
+    Unban {
+        user: String,
+    },
 }
 
 /// A direct message, live or from `dm_history`.

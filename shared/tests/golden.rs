@@ -144,6 +144,8 @@ fn worker_variant(m: &WorkerMsg) -> &'static str {
         WorkerMsg::Users { .. } => "users",
         WorkerMsg::Direct { .. } => "direct",
         WorkerMsg::Watch { .. } => "watch",
+        WorkerMsg::Ban { .. } => "ban",
+        WorkerMsg::Unban { .. } => "unban",
     }
 }
 
@@ -166,7 +168,7 @@ fn master_variant(m: &MasterMsg) -> &'static str {
     }
 }
 
-const WORKER_VARIANTS: usize = 14;
+const WORKER_VARIANTS: usize = 16;
 const MASTER_VARIANTS: usize = 14;
 
 fn worker_samples() -> Vec<WorkerMsg> {
@@ -209,6 +211,11 @@ fn worker_samples() -> Vec<WorkerMsg> {
             conn: 3,
             users: vec!["u-2".into()],
         },
+        WorkerMsg::Ban {
+            user: "u-3".into(),
+            reason: "spam".into(),
+        },
+        WorkerMsg::Unban { user: "u-3".into() },
     ]
 }
 

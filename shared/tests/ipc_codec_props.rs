@@ -11,6 +11,7 @@ use chat_shared::ipc::{
     RoomStats, ServerConfig, Snapshot, StoredMessage, WorkerMsg,
 };
 use chat_shared::limits::Limits;
+use chat_shared::reference::ReferenceIndex;
 use chat_shared::settings::{RoomMode, RoomSettings};
 use proptest::collection::vec;
 use proptest::option;
@@ -420,18 +421,18 @@ proptest! {
         max in 1usize..200,
     ) {
         let (old, new) = (unique_users(old), unique_users(new));
-        let mut r = old.clone();
+        let mut r = ReferenceIndex::from_reference(old.clone());
         for c in chunks::split(chunks::delta(&old, &new), max) {
-            prop_assert!(chunks::apply(&mut r, &c));
+            prop_assert!(r.apply(&c));
             let frame = framing::encode(&MasterMsg::ReferenceDelta(Box::new(c))).expect("encodes");
             prop_assert!(frame.len() <= MAX_FRAME);
         }
-        prop_assert_eq!(sorted(r), sorted(new.clone()));
-        let mut fresh = Reference::default();
+        prop_assert_eq!(sorted(r.to_reference()), sorted(new.clone()));
+        let mut fresh = ReferenceIndex::from_reference(Reference::default());
         for c in chunks::split(chunks::full(&new), max) {
-            prop_assert!(chunks::apply(&mut fresh, &c));
+            prop_assert!(fresh.apply(&c));
         }
-        prop_assert_eq!(sorted(fresh), sorted(new));
+        prop_assert_eq!(sorted(fresh.to_reference()), sorted(new));
     }
 
     #[test]

@@ -555,3 +555,98 @@ async fn watch_renders_until_interrupted() {
     assert!(stdout.matches("\x1b[2J").count() >= 2, "{stdout}");
     assert!(stdout.contains("alpha"), "{stdout}");
 }
+
+#[tokio::test]
+async fn filters_and_profiles_are_removed_through_chatctl() {
+    let mut opts = ServerOpts::new().generated_keys().with_jwt();
+    opts.room_ports = 10;
+    let s = Server::start(opts).await;
+    let secret = s.jwt_secret.clone().expect("a JWT secret");
+    let port = s.create_room("words").await;
+    let bound = Duration::from_secs(20);
+
+    // A reject filter: `say` is refused until the filter is removed.
+    ctl(&s, &["add-filter", "darn", "--action", "reject"])
+        .await
+        .ok();
+    let out = ctl(&s, &["filters"]).await;
+    assert!(out.ok().stdout.contains("darn\treject"), "{out:#?}");
+    let ann = chat_tests::token::token(&secret, "u-ann", "Ann", "words", "member");
+    let mut c = Client::with_token(port, &ann).await;
+    // Each try sends `say` and reads its answer: an error or an ack.
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        c.say("darn it", "f1").await;
+        let v = c.recv_json().await;
+        if v["type"] == "error" && v["code"] == "filtered" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the filter never applied"
+        );
+    }
+    let out = ctl(&s, &["remove-filter", "darn"]).await;
+    assert!(out.ok().stdout.contains("removed"), "{out:#?}");
+    loop {
+        c.say("darn it", "f2").await;
+        let answer = loop {
+            let v = c.recv_json().await;
+            match v["type"].as_str() {
+                Some("ack") | Some("error") => break v,
+                _ => {}
+            }
+        };
+        if answer["type"] == "ack" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the filter was never removed: {answer}"
+        );
+    }
+    let out = ctl(&s, &["remove-filter", "darn"]).await;
+    assert!(out.failed().contains("no filter"), "{out:#?}");
+    let r = s.admin(Method::DELETE, "/api/v1/filters/darn").await;
+    r.expect(404);
+
+    // A profile's name wins over the token's until it is removed.
+    ctl(&s, &["set-user", "u-1", "Profile Name"]).await.ok();
+    let tok = chat_tests::token::token(&secret, "u-1", "Token Name", "words", "member");
+    let q = format!("token={}", chat_tests::client::enc(&tok));
+    wait_for(bound, "the profile's name", || async {
+        let mut c = Client::join(port, &q).await;
+        let name = c.name();
+        c.close().await;
+        (name == "Profile Name").then_some(())
+    })
+    .await;
+    let out = ctl(&s, &["remove-user", "u-1"]).await;
+    assert!(out.ok().stdout.contains("removed"), "{out:#?}");
+    wait_for(bound, "the token's name", || async {
+        let mut c = Client::join(port, &q).await;
+        let name = c.name();
+        c.close().await;
+        (name == "Token Name").then_some(())
+    })
+    .await;
+    let out = ctl(&s, &["remove-user", "u-1"]).await;
+    assert!(out.failed().contains("no user"), "{out:#?}");
+
+    // unban --room lifts only that room's ban.
+    ctl(&s, &["ban", "u-2", "--room", "words"]).await.ok();
+    ctl(&s, &["ban", "u-2"]).await.ok();
+    let out = ctl(&s, &["unban", "u-2", "--room", "words"]).await;
+    assert!(
+        out.ok().stdout.contains("unbanned u-2 from room words"),
+        "{out:#?}"
+    );
+    let r = s.admin(Method::GET, "/api/v1/bans").await;
+    let left: Vec<&Value> = r
+        .data()
+        .as_array()
+        .map(|a| a.iter().filter(|b| b["user_id"] == "u-2").collect())
+        .unwrap_or_default();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0]["room"].is_null(), "{left:?}");
+}

@@ -37,6 +37,7 @@ const KNOWN_TYPES: &[&str] = &[
     "dm_history",
     "read",
     "watch",
+    "unban",
 ];
 
 fn millis(d: Duration) -> u64 {
@@ -101,12 +102,7 @@ impl Room {
                 }
                 let reason = reason.unwrap_or_else(|| "banned".into());
                 self.moderate(conn, &user, |room, target, by| {
-                    room.moderation.ban(target, &reason);
-                    room.disconnect_user(
-                        target,
-                        close::BANNED,
-                        &format!("banned by {by}: {reason}"),
-                    );
+                    room.ban_member(target, by, &reason);
                 });
             }
             ClientMsg::Mute { user, secs } => self.mute(conn, &user, secs),
@@ -143,6 +139,7 @@ impl Room {
             } => self.dm_history(conn, with, before, limit),
             ClientMsg::Read { with, seq } => self.read(conn, with, seq),
             ClientMsg::Watch { users } => self.watch(conn, users),
+            ClientMsg::Unban { user } => self.unban(conn, &user),
         }
     }
 

@@ -108,7 +108,7 @@ impl FuzzRoom {
     /// Joins a connection; on success its index among the clients.
     pub fn join(&mut self, who: Identity, resume: Option<Resume>) -> Result<usize, Refusal> {
         let (out, rx) = Outbound::new(QUEUE_BYTES);
-        let conn = self.room.join(who, out, resume)?;
+        let conn = self.room.join(who, out, resume, None)?;
         self.clients.push(Client { conn, rx });
         Ok(self.clients.len() - 1)
     }

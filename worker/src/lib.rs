@@ -9,6 +9,7 @@
 //! snapshot (settings, server config, secrets), bind the room's port, tell the
 //! master it is listening, then serve until told to stop or the time limit.
 
+mod bans;
 mod caps;
 mod commands;
 mod confusables;

@@ -403,6 +403,7 @@ impl Room {
         self.linked = true;
         self.outbox.relink();
         self.report_users();
+        self.resend_bans();
     }
 
     /// The master link is down: the store's answers to pending `history`
@@ -564,6 +565,7 @@ impl Room {
         self.reference = ReferenceIndex::from_reference(reference);
         self.reference_resync = false;
         self.filters = Filters::new(self.reference.filters());
+        self.settle_bans();
         let members: Vec<String> = self.users.keys().cloned().collect();
         self.remove_banned(members);
     }
@@ -597,6 +599,7 @@ impl Room {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
+        self.settle_bans();
         self.remove_banned(check);
         None
     }

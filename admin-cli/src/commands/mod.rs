@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod moderation;
+pub mod reference;
 pub mod rooms;
 pub mod server;
 pub mod status;

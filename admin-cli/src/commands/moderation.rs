@@ -130,14 +130,26 @@ pub async fn ban(
     Ok(())
 }
 
-pub async fn unban(ctx: &Ctx, user: &str) -> Result<()> {
+/// Lifts every ban of a user, or only the ban of one room.
+pub async fn unban(ctx: &Ctx, user: &str, room: Option<&str>) -> Result<()> {
+    if let Some(r) = room {
+        check_room_name(r)?;
+    }
     let admin = ctx.admin()?;
+    let query: Vec<(&str, &str)> = room.map(|r| ("room", r)).into_iter().collect();
     let d = admin
-        .call(Method::DELETE, &["api", "v1", "bans", user], None)
+        .call_query(Method::DELETE, &["api", "v1", "bans", user], &query, None)
         .await
         .map_err(bans_error)?;
-    if !ctx.print_json(&d) {
-        println!("unbanned {user}");
+    if ctx.print_json(&d) {
+        return Ok(());
+    }
+    let removed = d["removed"].as_u64().unwrap_or(0);
+    match (room, removed) {
+        (Some(r), 0) => println!("{user} had no ban in room {r}"),
+        (Some(r), _) => println!("unbanned {user} from room {r}"),
+        (None, 0) => println!("{user} had no ban"),
+        (None, _) => println!("unbanned {user}"),
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -48,8 +48,10 @@ fn keyed() -> Vec<Route> {
         route("GET", "/api/v1/bans", get(list_bans)),
         route("DELETE", "/api/v1/bans/{user}", delete(remove_bans)),
         route("PUT", "/api/v1/users/{id}", put(put_user)),
+        route("DELETE", "/api/v1/users/{id}", delete(remove_user)),
         route("POST", "/api/v1/filters", post(add_filter)),
         route("GET", "/api/v1/filters", get(list_filters)),
+        route("DELETE", "/api/v1/filters/{pattern}", delete(remove_filter)),
         route("GET", "/api/v1/cache", get(cache_info)),
         route("POST", "/api/v1/cache/refresh", post(cache_refresh)),
     ]
@@ -401,13 +403,39 @@ async fn list_bans(State(master): State<Shared>) -> Response {
     data(StatusCode::OK, &master.cache.reference().bans)
 }
 
-async fn remove_bans(State(master): State<Shared>, Path(user): Path<String>) -> Response {
-    match master.store.remove_bans(&user).await {
+/// `?room=NAME`: lift only the ban of that room.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanScope {
+    #[serde(default)]
+    room: Option<String>,
+}
+
+async fn remove_bans(
+    State(master): State<Shared>,
+    Path(user): Path<String>,
+    scope: Result<Query<BanScope>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let room = match scope {
+        Ok(Query(s)) => s.room,
+        Err(e) => return message(StatusCode::BAD_REQUEST, format!("invalid query: {e}")),
+    };
+    if let Some(room) = &room
+        && let Err(e) = chat_shared::room_name::validate(room)
+    {
+        return message(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let removed = match &room {
+        Some(r) => master.store.remove_ban(&user, Some(r)).await,
+        None => master.store.remove_bans(&user).await,
+    };
+    match removed {
         Ok(removed) => {
+            tracing::info!(%user, room = ?room, removed, "bans lifted by an operator");
             let version = master.cache.refresh().await.ok();
             data(
                 StatusCode::OK,
-                json!({"user": user, "removed": removed, "cache_version": version}),
+                json!({"user": user, "room": room, "removed": removed, "cache_version": version}),
             )
         }
         Err(e) => {
@@ -502,6 +530,50 @@ async fn add_filter(State(master): State<Shared>, body: Bytes) -> Response {
         StatusCode::CREATED,
         json!({"pattern": filter.pattern, "action": action.as_str(), "cache_version": version}),
     )
+}
+
+/// Removes a word filter (the pattern percent-encoded in the path).
+async fn remove_filter(State(master): State<Shared>, Path(pattern): Path<String>) -> Response {
+    match master.store.remove_filter(&pattern).await {
+        Ok(true) => {
+            tracing::info!(%pattern, "filter removed by an operator");
+            let version = master.cache.refresh().await.ok();
+            data(
+                StatusCode::OK,
+                json!({"pattern": pattern, "removed": true, "cache_version": version}),
+            )
+        }
+        Ok(false) => message(StatusCode::NOT_FOUND, format!("no filter {pattern:?}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot remove a filter");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is unavailable; nothing was removed",
+            )
+        }
+    }
+}
+
+/// Removes a user profile (the user keeps the name of their token).
+async fn remove_user(State(master): State<Shared>, Path(id): Path<String>) -> Response {
+    match master.store.remove_user(&id).await {
+        Ok(true) => {
+            tracing::info!(user = %id, "user profile removed by an operator");
+            let version = master.cache.refresh().await.ok();
+            data(
+                StatusCode::OK,
+                json!({"id": id, "removed": true, "cache_version": version}),
+            )
+        }
+        Ok(false) => message(StatusCode::NOT_FOUND, format!("no user {id:?}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot remove a user");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is unavailable; nothing was removed",
+            )
+        }
+    }
 }
 
 async fn list_filters(State(master): State<Shared>) -> Response {

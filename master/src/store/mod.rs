@@ -3,10 +3,10 @@
 //! embedded redb file otherwise. Both backends implement [`Store`]; one test
 //! suite (`suite.rs`) runs against each. `docs/DATA.md` describes the schema.
 
-pub mod health;
 pub mod direct;
 #[cfg(test)]
 mod direct_suite;
+pub mod health;
 mod mongo_direct;
 mod mongo_docs;
 pub mod mongo_store;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use health::StoreHealth;
 pub use direct::{DirectStore, NewDm};
+pub use health::StoreHealth;
 pub use mongo_store::{MongoOptions, MongoStore};
 pub use records::{
     BanRecord, Claim, FilterAction, FilterRecord, InsertOutcome, MessageRecord, OwnerRecord,
@@ -181,6 +181,17 @@ pub trait Store: DirectStore + Send + Sync + 'static {
 
     /// Gives up `owner`'s claim on `name` (absent, or another's: nothing).
     async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Removes the ban of a user with exactly this scope (`room` `None`: the
+    /// every-room ban), leaving their other bans; returns how many were
+    /// removed (0 or 1).
+    async fn remove_ban(&self, user_id: &str, room: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Removes the word filter with this pattern; whether there was one.
+    async fn remove_filter(&self, pattern: &str) -> Result<bool, StoreError>;
+
+    /// Removes a user profile; whether there was one.
+    async fn remove_user(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Opens the store: MongoDB when `uri` is a `mongodb://` or `mongodb+srv://`

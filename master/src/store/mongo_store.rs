@@ -462,4 +462,28 @@ impl Store for MongoStore {
             .await?;
         Ok(())
     }
+
+    async fn remove_ban(&self, user_id: &str, room: Option<&str>) -> Result<u64, StoreError> {
+        let scope = docs::ban_scope(&BanRecord {
+            user_id: user_id.to_owned(),
+            room: room.map(str::to_owned),
+            until_ms: None,
+            reason: None,
+        });
+        let r = self.coll("bans").delete_many(scope).await?;
+        Ok(r.deleted_count)
+    }
+
+    async fn remove_filter(&self, pattern: &str) -> Result<bool, StoreError> {
+        let r = self
+            .coll("filters")
+            .delete_many(doc! { "pattern": pattern })
+            .await?;
+        Ok(r.deleted_count > 0)
+    }
+
+    async fn remove_user(&self, id: &str) -> Result<bool, StoreError> {
+        let r = self.coll("users").delete_one(doc! { "_id": id }).await?;
+        Ok(r.deleted_count > 0)
+    }
 }

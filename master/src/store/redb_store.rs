@@ -529,6 +529,42 @@ impl Store for RedbStore {
         })
         .await
     }
+
+    async fn remove_ban(&self, user_id: &str, room: Option<&str>) -> Result<u64, StoreError> {
+        let (user_id, room) = (user_id.to_owned(), room.map(str::to_owned));
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let removed = txn
+                .open_table(BANS)?
+                .remove((user_id.as_str(), room.as_deref()))?
+                .is_some();
+            txn.commit()?;
+            Ok(u64::from(removed))
+        })
+        .await
+    }
+
+    async fn remove_filter(&self, pattern: &str) -> Result<bool, StoreError> {
+        let pattern = pattern.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let removed = txn.open_table(FILTERS)?.remove(pattern.as_str())?.is_some();
+            txn.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn remove_user(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let removed = txn.open_table(USERS)?.remove(id.as_str())?.is_some();
+            txn.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

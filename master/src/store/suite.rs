@@ -436,6 +436,22 @@ async fn reference_data(store: &dyn Store) {
             f("s-spam*", FilterAction::Reject)
         ]
     );
+
+    // What the admin API adds, it can remove.
+    assert!(store.remove_filter("s-darn").await.expect("remove filter"));
+    assert!(
+        !store
+            .remove_filter("s-darn")
+            .await
+            .expect("remove filter again")
+    );
+    assert!(store.remove_user("s-ann").await.expect("remove user"));
+    assert!(!store.remove_user("s-ann").await.expect("remove user again"));
+    let data = store.load_reference().await.expect("load");
+    assert!(!data.users.iter().any(|u| u.id == "s-ann"));
+    assert!(data.users.iter().any(|u| u.id == "s-bob"));
+    assert!(!data.filters.iter().any(|f| f.pattern == "s-darn"));
+    assert!(data.filters.iter().any(|f| f.pattern == "s-spam*"));
 }
 
 async fn our_bans(store: &dyn Store) -> Vec<BanRecord> {
@@ -480,8 +496,30 @@ async fn bans(store: &dyn Store) {
         .add_ban(&everywhere2)
         .await
         .expect("replace global ban");
-    assert_eq!(our_bans(store).await, [other.clone(), everywhere2, lobby2]);
+    assert_eq!(
+        our_bans(store).await,
+        [other.clone(), everywhere2.clone(), lobby2]
+    );
 
+    // One scope goes, the other stays.
+    let lobby3 = ban("s-troll", Some("s-lobby"), None, Some("by a moderator"));
+    store.add_ban(&lobby3).await.expect("room ban");
+    assert_eq!(
+        store
+            .remove_ban("s-troll", Some("s-lobby"))
+            .await
+            .expect("remove room ban"),
+        1
+    );
+    assert_eq!(
+        store
+            .remove_ban("s-troll", Some("s-lobby"))
+            .await
+            .expect("remove room ban again"),
+        0
+    );
+    assert_eq!(our_bans(store).await, [other.clone(), everywhere2.clone()]);
+    store.add_ban(&lobby3).await.expect("room ban again");
     assert_eq!(store.remove_bans("s-troll").await.expect("remove"), 2);
     assert_eq!(store.remove_bans("s-troll").await.expect("remove again"), 0);
     assert_eq!(store.remove_bans("s-nobody").await.expect("remove none"), 0);

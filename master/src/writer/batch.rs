@@ -268,6 +268,15 @@ pub(super) mod tests {
         async fn release_owner(&self, name: &str, owner: &str) -> Result<(), StoreError> {
             self.inner.release_owner(name, owner).await
         }
+        async fn remove_ban(&self, user_id: &str, room: Option<&str>) -> Result<u64, StoreError> {
+            self.inner.remove_ban(user_id, room).await
+        }
+        async fn remove_filter(&self, pattern: &str) -> Result<bool, StoreError> {
+            self.inner.remove_filter(pattern).await
+        }
+        async fn remove_user(&self, id: &str) -> Result<bool, StoreError> {
+            self.inner.remove_user(id).await
+        }
     }
 
     struct Quiet;
