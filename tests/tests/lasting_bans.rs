@@ -156,3 +156,49 @@ async fn a_moderators_ban_outlasts_the_worker_and_unban_lifts_it() {
         .await;
     r.expect(400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderators_ban_outlasts_a_master_restart() {
+    let mut opts = ServerOpts::new().with_jwt();
+    opts.room_ports = 10;
+    let s = Server::start(opts).await;
+    let secret = s.jwt_secret.clone().expect("a JWT secret");
+    let room = "restarted";
+    let port = s.create_room(room).await;
+    let q = |sub: &str, role: &str| query(&secret, sub, room, role);
+    let mut m = Client::join(port, &q("mod", "moderator")).await;
+    let mut y = Client::join(port, &q("y", "member")).await;
+    m.send_json(json!({"type":"ban","user":"y","reason":"flood"}))
+        .await;
+    let (code, _) = y.expect_close().await;
+    assert_eq!(code, 4006);
+    wait_stored(&s, "y", room, true).await;
+
+    // The master re-executes itself (a new image, a cache loaded anew from
+    // the store), then the room's worker dies and the new master starts
+    // another: the ban is still there.
+    let before = s.started_at().await.expect("startedAt");
+    s.admin(Method::POST, "/api/v1/restart").await.expect(202);
+    wait_for(BOUND, "the restarted master", || async {
+        let now = s.started_at().await?;
+        (now != before).then_some(())
+    })
+    .await;
+    // The running worker is adopted by the new image.
+    let pid: i32 = wait_for(BOUND, "the room adopted", || async {
+        let r = s.room_info(room).await;
+        let pid = r.data()["pid"].as_i64().unwrap_or(0) as i32;
+        (r.status == 200 && pid != 0 && r.data()["status"] == "ready").then_some(pid)
+    })
+    .await;
+    sigkill(pid);
+    wait_for(BOUND, "a new worker", || async {
+        let r = s.room_info(room).await;
+        let now = r.data()["pid"].as_i64().unwrap_or(0) as i32;
+        (r.status == 200 && now != 0 && now != pid && r.data()["status"] == "ready").then_some(())
+    })
+    .await;
+    assert_eq!(join_answer(port, &q("y", "member")).await.err(), Some(4006));
+    let stored = stored_room_bans(&s, "y", room).await;
+    assert_eq!(stored[0]["reason"], "flood", "{stored:?}");
+}
