@@ -163,8 +163,20 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         writer: writer.clone(),
         rooms: registry.clone(),
     };
+    let users = Arc::new(users::Users::local(Arc::clone(&registry)));
+    // A DM stored for a recipient with no live connection: `dm.offline`.
+    let offline_hooks = webhooks.clone();
+    users.set_offline_hook(Box::new(move |m| {
+        offline_hooks.dm_offline(webhook::DmOffline {
+            to: m.to.clone(),
+            from: m.from.clone(),
+            conversation: m.conversation.clone(),
+            seq: m.seq,
+            text: m.text.clone(),
+        })
+    }));
     let master = Arc::new(Master {
-        users: Arc::new(users::Users::local(Arc::clone(&registry))),
+        users,
         events,
         supervisor,
         store,

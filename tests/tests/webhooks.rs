@@ -457,3 +457,60 @@ async fn the_secret_from_the_environment_stays_out_of_rooms() {
     let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap_or_default();
     assert!(!log.contains(&secret), "the secret is in the master's log");
 }
+
+/// A DM stored while its recipient has no live connection is a signed
+/// `dm.offline`; a DM to a connected recipient is not (events arrive in
+/// order, so the next `dm.offline` after it is the one to a third user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_to_an_offline_user_is_a_signed_dm_offline() {
+    let mut rx = Receiver::start(&[]).await;
+    let secret = chat_tests::random_string(32);
+    let jwt = chat_tests::random_string(32);
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let mut opts = ServerOpts::new().jwt_secret(jwt.clone()).args([
+        "--webhook-url".to_string(),
+        rx.url.clone(),
+        "--webhook-secret-file".into(),
+        secret_file.display().to_string(),
+    ]);
+    opts.room_ports = 10;
+    let s = Server::start(opts).await;
+    let port = s.create_room("inbox").await;
+    let mut alice =
+        Client::with_token(port, &chat_tests::token::member(&jwt, "alice", "inbox")).await;
+
+    let send = |to: &str, text: &str| serde_json::json!({"type":"dm","to":to,"text":text,"client_id":format!("c-{to}-{text}")});
+    alice.send_json(send("bob", "are you there?")).await;
+    let ack = alice.recv_type("ack").await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    let hook = rx.next_of("dm.offline").await;
+    let ts = hook.header("x-chat-timestamp");
+    assert_eq!(
+        hook.header("x-chat-signature"),
+        signature(&secret, ts, &hook.body),
+        "the signature does not verify"
+    );
+    let data = &hook.json["data"];
+    assert_eq!(data["to"], "bob", "{}", hook.json);
+    assert_eq!(data["from"], "alice", "{}", hook.json);
+    assert_eq!(data["seq"], 1, "{}", hook.json);
+    assert_eq!(data["text"], "are you there?", "{}", hook.json);
+    assert_eq!(data["conversation"], ack["conversation"], "{}", hook.json);
+
+    // Bob is connected now: his DM is delivered live, not pushed.
+    let mut bob = Client::with_token(port, &chat_tests::token::member(&jwt, "bob", "inbox")).await;
+    alice.send_json(send("bob", "hello live")).await;
+    alice.recv_type("ack").await;
+    let live = bob.recv_type("dm").await;
+    assert_eq!(live["text"], "hello live", "{live}");
+    alice.send_json(send("carol", "later")).await;
+    alice.recv_type("ack").await;
+    let next = rx.next_of("dm.offline").await;
+    assert_eq!(
+        next.json["data"]["to"], "carol",
+        "a DM to a connected user was pushed: {}",
+        next.json
+    );
+}

@@ -59,7 +59,6 @@ impl Users {
 
     /// Sets what happens to a DM stored while its recipient is offline
     /// (the webhook's `dm.offline`). Without a hook it is only logged.
-    #[allow(dead_code)]
     pub fn set_offline_hook(&self, hook: OfflineHook) {
         *self.offline.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
