@@ -132,6 +132,9 @@ impl OurServer {
         let child = crate::pin::command(&bin)
             .arg("--run-dir")
             .arg(&run_dir)
+            // Its own store: masters of parallel runs never share one.
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .args(["--port", &port.to_string()])
             .args(["--admin-port", &admin_port.to_string()])
             .args(["--room-ports", &format!("{first}-{last}")])
