@@ -500,3 +500,67 @@ async fn watch_follows_presence_across_rooms() {
     let e = error_for(&mut carol, json!({"type":"watch","users":"bob"})).await;
     assert_eq!(e["code"], "bad_request", "{e}");
 }
+
+// ---------------------------------------------------------------------------
+
+/// The rooms the master's index holds `user` in, or `None` while the room
+/// API does not answer (e.g. during a restart).
+async fn indexed_rooms(h: &Host, user: &str) -> Option<Vec<String>> {
+    let url = h.s.api_url(&format!("/api/v1/users/{user}/presence"));
+    let res = reqwest::Client::new()
+        .get(url)
+        .header("X-API-Key", &h.s.key)
+        .timeout(std::time::Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = res.json().await.ok()?;
+    let rooms = v["data"]["rooms"].as_array()?;
+    Some(
+        rooms
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_restarted_master_learns_who_is_where_again() {
+    let h = Host::start(Backend::Redb).await;
+    let (pa, pb) = (h.room("ma").await, h.room("mb").await);
+    let mut alice = h.join(pa, "ma", "alice").await;
+    let mut bob = h.join(pb, "mb", "bob").await;
+    rooms_reported(&h, "bob", 1).await;
+    let before = h.s.master_json["pid"].clone();
+    let started = h.s.started_at().await.expect("startedAt");
+    let r = h.s.admin(Method::POST, "/api/v1/restart").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    // The new image answers (a new start time).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.s.started_at().await.is_none_or(|s| s == started) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the master did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The new image starts with an empty index; the rooms' lists after
+    // their relink fill it again (no client reconnects).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = indexed_rooms(&h, "alice").await;
+        let b = indexed_rooms(&h, "bob").await;
+        if a == Some(vec!["ma".to_owned()]) && b == Some(vec!["mb".to_owned()]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not indexed again: {a:?} {b:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.s.master_json["pid"], before);
+    let ack = dm_acked(&mut alice, "bob", "after the restart").await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    assert_eq!(bob.recv_type("dm").await["text"], "after the restart");
+}
