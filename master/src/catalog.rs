@@ -56,8 +56,13 @@ pub fn record(sup: &Sup, entry: &RoomEntry, status: &str) {
     };
     let m = sup.clone();
     sup.tasks.spawn(async move {
-        if let Err(e) = m.store.upsert_room(&rec).await {
-            tracing::warn!(room = %rec.name, error = %e, "cannot record the room in the catalog");
+        match m.store.upsert_room(&rec).await {
+            Ok(()) => {
+                tracing::info!(room = %rec.name, status = %rec.status, "room recorded in the catalog")
+            }
+            Err(e) => {
+                tracing::warn!(room = %rec.name, error = %e, "cannot record the room in the catalog")
+            }
         }
     });
 }

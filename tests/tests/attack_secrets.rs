@@ -6,29 +6,26 @@
 //! and administered, and forged keys and tokens are refused), or in any HTTP
 //! answer or WebSocket frame. Generated key files are owner-only.
 //!
-//! The master is started here (not through `Server`) because the secrets
-//! must come from its environment, as in production.
+//! The secrets come from the master's environment, as in production.
 
 mod attack_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use chat_tests::client::enc;
-use chat_tests::server::{chatserver_bin, master_command};
 use chat_tests::{Client, Server, ServerOpts, procs, random_string, token};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A master started with secrets in its environment and `RUST_LOG=trace`.
+/// A master started (by the harness's one launcher) with secrets in its
+/// environment and `RUST_LOG=trace`.
 struct Master {
-    dir: tempfile::TempDir,
+    s: Server,
     run_dir: PathBuf,
     port: u16,
     admin_port: u16,
-    child: Child,
     http: reqwest::Client,
     /// Every answer (HTTP bodies and headers, WebSocket frames) seen.
     answers: String,
@@ -36,56 +33,29 @@ struct Master {
 
 impl Master {
     async fn start(env: &[(&str, &str)], args: &[String]) -> Master {
-        let dir = tempfile::Builder::new()
-            .prefix("chat-tests-secrets-")
-            .tempdir()
-            .expect("tempdir");
-        let run_dir = dir.path().join("run");
-        std::fs::create_dir_all(&run_dir).expect("run dir");
-        let port = procs::free_port();
-        let mut admin_port = procs::free_port();
-        while admin_port == port {
-            admin_port = procs::free_port();
-        }
-        let room_ports = procs::port_range(10);
-        let out = std::fs::File::create(dir.path().join("master.stdout.log")).expect("log");
-        let err = std::fs::File::create(dir.path().join("master.stderr.log")).expect("log");
-        let mut cmd = master_command(
-            &chatserver_bin(),
-            &run_dir,
-            (port, admin_port, room_ports),
-            args,
-        );
-        cmd.env("RUST_LOG", "trace")
-            .env_remove("LOADBALANCER_KEY")
-            .env_remove("MONGODB_URI")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
+        // The secrets given here replace the harness's own keys (they come
+        // later in the environment); `LOADBALANCER_KEY` is only what this
+        // test gives.
+        let mut opts = ServerOpts::new()
+            .room_port_count(10)
+            .env("RUST_LOG", "trace")
+            .args(args.iter().cloned());
         for (k, v) in env {
-            cmd.env(k, v);
+            opts = opts.env(*k, *v);
         }
-        let child = cmd.spawn().expect("spawning chatserver");
-        let m = Master {
-            dir,
-            run_dir,
-            port,
-            admin_port,
-            child,
+        let s = Server::start(opts).await;
+        Master {
+            run_dir: s.run_dir.clone(),
+            port: s.port,
+            admin_port: s.admin_port,
+            s,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("HTTP client"),
             answers: String::new(),
-        };
-        let path = m.run_dir.join("master.json");
-        chat_tests::wait_for(Duration::from_secs(20), "master.json", || async {
-            std::fs::read_to_string(&path)
-                .ok()
-                .filter(|t| t.contains("\"pid\""))
-        })
-        .await;
-        m
+        }
     }
 
     /// One request; the answer's status and JSON body (headers and body
@@ -120,9 +90,13 @@ impl Master {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    fn master_pid(&self) -> i32 {
+        self.s.pid
+    }
+
     /// The master and its live children (the room workers).
     fn pids(&self) -> Vec<i32> {
-        let master = self.child.id() as i32;
+        let master = self.master_pid();
         let mut pids = vec![master];
         pids.extend(procs::children_of(master));
         pids
@@ -132,7 +106,7 @@ impl Master {
     /// in the run dir.
     fn logs(&self) -> String {
         let mut out = String::new();
-        for dir in [self.dir.path(), self.run_dir.as_path()] {
+        for dir in [self.s.log_dir.as_path(), self.run_dir.as_path()] {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "log") {
@@ -143,18 +117,6 @@ impl Master {
             }
         }
         out
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let mut pids = procs::children_of(self.child.id() as i32);
-        pids.extend(procs::pids_mentioning(&self.run_dir));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for p in pids {
-            procs::sigkill(p);
-        }
     }
 }
 
@@ -172,7 +134,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[track_caller]
 fn assert_not_in_procs(m: &Master, secrets: &[(&str, &str)]) -> usize {
     let pids = m.pids();
-    let master = m.child.id() as i32;
+    let master = m.master_pid();
     for &pid in &pids {
         let cmdline = proc_file(pid, "cmdline");
         assert!(

@@ -140,6 +140,14 @@ async fn a_catalog_room_still_served_on_its_port_is_not_respawned() {
     let mut s = Server::start(ServerOpts::new()).await;
     let port = s.create_room("unlinked").await;
     let old = s.room_pid("unlinked").await;
+    // The catalog records the room after the create answers: the restarted
+    // master can only find it there once it is written.
+    wait_log(
+        &s.stderr_path,
+        "room recorded in the catalog",
+        Duration::from_secs(20),
+    )
+    .await;
     s.kill_master().await;
     chat_tests::procs::sigkill(old);
     let deadline = Instant::now() + Duration::from_secs(5);

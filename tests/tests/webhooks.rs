@@ -132,19 +132,10 @@ fn signature(secret: &str, ts: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Sum of a metric's samples (every label set) in `/metrics`.
+/// Sum of a metric's samples (every label set) in `/metrics`, parsed by
+/// the harness's strict parser.
 async fn metric(s: &Server, name: &str) -> f64 {
-    let r = s.admin(Method::GET, "/metrics").await;
-    r.expect(200);
-    r.text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    chat_tests::metrics::scrape(s).await.sum(name)
 }
 
 /// Waits until `name` reaches `at_least`.
@@ -363,79 +354,19 @@ async fn a_full_queue_drops_the_oldest_events() {
     assert_eq!(metric(&s, "chat_webhook_queue_depth").await, 2.0);
 }
 
-/// Kills the master (and its rooms) when dropped.
-struct Spawned {
-    child: std::process::Child,
-    rooms: Vec<i32>,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        for pid in &self.rooms {
-            chat_tests::procs::sigkill(*pid);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_from_the_environment_stays_out_of_rooms() {
-    use chat_tests::procs::{free_port, port_range};
     let mut rx = Receiver::start(&[]).await;
     let secret = chat_tests::random_string(32);
-    let dir = tempfile::tempdir().unwrap();
-    let run_dir = dir.path().join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let port = free_port();
-    let admin_port = loop {
-        let p = free_port();
-        if p != port {
-            break p;
-        }
-    };
-    let rooms = port_range(5);
-    let key = chat_tests::random_string(24);
-    let mut cmd = chat_tests::server::master_command(
-        &chat_tests::server::chatserver_bin(),
-        &run_dir,
-        (port, admin_port, rooms),
-        &[],
-    );
-    cmd.env("WEBHOOK_URL", &rx.url)
-        .env("WEBHOOK_SECRET", &secret)
-        .env("KEY", &key)
-        .env("ADMIN_KEY", chat_tests::random_string(24))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("master.log")).unwrap());
-    let mut master = Spawned {
-        child: cmd.spawn().unwrap(),
-        rooms: Vec::new(),
-    };
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let create = format!("http://127.0.0.1:{port}/api/v1/room/envroom");
-    let created: Value = wait_for(EVENT_WAIT, "the master to create a room", || async {
-        let r = http
-            .post(&create)
-            .header("X-API-Key", &key)
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
-    })
-    .await;
-    assert!(created["data"]["port"].as_u64().is_some(), "{created}");
-    let info: Value = http
-        .get(&create)
-        .header("X-API-Key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = info["data"]["pid"].as_i64().unwrap() as i32;
-    master.rooms.push(pid);
+    let mut opts = ServerOpts::new()
+        .env("WEBHOOK_URL", rx.url.clone())
+        .env("WEBHOOK_SECRET", secret.clone());
+    opts.room_ports = 5;
+    let s = Server::start(opts).await;
+    s.create_room("envroom").await;
+    let info = s.api(Method::GET, "/api/v1/room/envroom").await;
+    info.expect(200);
+    let pid = info.data()["pid"].as_i64().unwrap() as i32;
 
     let event = rx.next_of("room.created").await;
     let ts = event.header("x-chat-timestamp");
@@ -454,7 +385,12 @@ async fn the_secret_from_the_environment_stays_out_of_rooms() {
         !environ.contains("WEBHOOK_"),
         "the room inherited a webhook variable"
     );
-    let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(&s.stderr_path).unwrap_or_default();
+    assert!(
+        !log.is_empty(),
+        "no master log at {}",
+        s.stderr_path.display()
+    );
     assert!(!log.contains(&secret), "the secret is in the master's log");
 }
 
