@@ -16,7 +16,7 @@ use crate::settings::RoomSettings;
 pub const MAX_UNCONFIRMED: usize = 100_000;
 
 /// Bumped whenever any type in this module changes shape.
-pub const IPC_VERSION: u32 = 2;
+pub const IPC_VERSION: u32 = 3;
 
 /// A room worker's exit code when its port could not be bound (EX_TEMPFAIL):
 /// the master picks another port.
