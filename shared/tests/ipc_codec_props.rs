@@ -5,6 +5,10 @@
 
 use bytes::BytesMut;
 use chat_shared::chunks;
+use chat_shared::direct::{
+    ConversationSummary, DirectEvent, DirectMessage, DirectReply, DirectRequest, DmSummary,
+    Presence,
+};
 use chat_shared::framing::{self, MAX_FRAME};
 use chat_shared::ipc::{
     Ban, Filter, Hello, HelloReply, Histogram, MasterMsg, Reference, ReferenceDelta, RoomConfig,
@@ -289,6 +293,109 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
         (any::<u64>(), any::<u64>(), any::<u32>())
             .prop_map(|(id, before, limit)| { WorkerMsg::HistoryQuery { id, before, limit } }),
         any::<u64>().prop_map(|have| WorkerMsg::ReferenceWanted { have }),
+        text().prop_map(|user| WorkerMsg::UserJoined { user }),
+        text().prop_map(|user| WorkerMsg::UserLeft { user }),
+        (any::<bool>(), vec(text(), 0..4))
+            .prop_map(|(reset, users)| WorkerMsg::Users { reset, users }),
+        (any::<u64>(), text(), any::<u64>(), direct_request()).prop_map(
+            |(id, user, conn, request)| WorkerMsg::Direct {
+                id,
+                user,
+                conn,
+                request
+            }
+        ),
+        (any::<u64>(), vec(text(), 0..4))
+            .prop_map(|(conn, users)| WorkerMsg::Watch { conn, users }),
+        (text(), text()).prop_map(|(user, reason)| WorkerMsg::Ban { user, reason }),
+        text().prop_map(|user| WorkerMsg::Unban { user }),
+    ]
+}
+
+fn direct_message() -> impl Strategy<Value = DirectMessage> {
+    (
+        (text(), any::<u64>(), text(), text()),
+        (text(), text(), any::<u64>()),
+    )
+        .prop_map(
+            |((conversation, seq, from, from_name), (to, text, ts))| DirectMessage {
+                conversation,
+                seq,
+                from,
+                from_name,
+                to,
+                text,
+                ts,
+            },
+        )
+}
+
+fn direct_request() -> impl Strategy<Value = DirectRequest> {
+    prop_oneof![
+        (text(), text(), text()).prop_map(|(to, name, text)| DirectRequest::Send {
+            to,
+            name,
+            text
+        }),
+        (text(), any::<bool>()).prop_map(|(user, block)| DirectRequest::Block { user, block }),
+        (text(), any::<u64>(), any::<u32>()).prop_map(|(with, before, limit)| {
+            DirectRequest::History {
+                with,
+                before,
+                limit,
+            }
+        }),
+        (text(), any::<u64>()).prop_map(|(with, seq)| DirectRequest::Read { with, seq }),
+        any::<u64>().prop_map(|seq| DirectRequest::RoomRead { seq }),
+        Just(DirectRequest::State),
+    ]
+}
+
+fn direct_reply() -> impl Strategy<Value = DirectReply> {
+    let summary = (
+        any::<u64>(),
+        vec(
+            (text(), text(), any::<u64>(), option::of(direct_message())).prop_map(
+                |(conversation, with, unread, last)| ConversationSummary {
+                    conversation,
+                    with,
+                    unread,
+                    last,
+                },
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(unread, conversations)| DmSummary {
+            unread,
+            conversations,
+        });
+    prop_oneof![
+        (text(), any::<u64>())
+            .prop_map(|(conversation, seq)| DirectReply::Stored { conversation, seq }),
+        (text(), vec(direct_message(), 0..3), any::<bool>()).prop_map(|(with, messages, more)| {
+            DirectReply::History {
+                with,
+                messages,
+                more,
+            }
+        }),
+        (text(), any::<bool>()).prop_map(|(user, blocked)| DirectReply::Blocked { user, blocked }),
+        (option::of(text()), any::<u64>())
+            .prop_map(|(conversation, seq)| DirectReply::Read { conversation, seq }),
+        (any::<u64>(), summary).prop_map(|(last_read, dms)| DirectReply::State { last_read, dms }),
+        (text(), text()).prop_map(|(code, message)| DirectReply::Error { code, message }),
+    ]
+}
+
+fn direct_event() -> impl Strategy<Value = DirectEvent> {
+    prop_oneof![
+        direct_message().prop_map(DirectEvent::Dm),
+        (text(), text(), any::<u64>()).prop_map(|(by, conversation, seq)| DirectEvent::Read {
+            by,
+            conversation,
+            seq
+        }),
     ]
 }
 
@@ -317,6 +424,28 @@ fn master_msg() -> impl Strategy<Value = MasterMsg> {
         (vec(any::<u64>(), 0..4), text()).prop_map(|(seqs, code)| MasterMsg::Failed { seqs, code }),
         vec(stored(), 0..4).prop_map(MasterMsg::Recent),
         reference_delta().prop_map(|d| MasterMsg::ReferenceDelta(Box::new(d))),
+        (any::<u64>(), direct_reply()).prop_map(|(id, reply)| MasterMsg::DirectReply { id, reply }),
+        (vec(text(), 0..3), option::of(any::<u64>()), direct_event()).prop_map(
+            |(users, except, event)| MasterMsg::Deliver {
+                users,
+                except,
+                event
+            }
+        ),
+        (
+            vec(any::<u64>(), 0..3),
+            vec(
+                (text(), any::<bool>(), option::of(any::<u64>())).prop_map(
+                    |(user, online, last_seen)| Presence {
+                        user,
+                        online,
+                        last_seen
+                    }
+                ),
+                0..3
+            )
+        )
+            .prop_map(|(conns, states)| MasterMsg::Presence { conns, states }),
     ]
 }
 
