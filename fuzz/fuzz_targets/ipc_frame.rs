@@ -12,6 +12,7 @@
 
 use bytes::BytesMut;
 use chat_shared::chunks;
+use chat_shared::reference::ReferenceIndex;
 use chat_shared::framing::{self, MAX_FRAME};
 use chat_shared::ipc::{Ban, Hello, HelloReply, MasterMsg, Reference, StoredMessage, WorkerMsg};
 use libfuzzer_sys::fuzz_target;
@@ -60,7 +61,7 @@ fn bodies(data: &[u8]) {
 fn stream(data: &[u8]) {
     let mut codec = framing::codec();
     let mut buf = BytesMut::from(data);
-    let mut reference = Reference::default();
+    let mut reference = ReferenceIndex::from_reference(Reference::default());
     let mut recent: Vec<StoredMessage> = Vec::new();
     loop {
         match codec.decode(&mut buf) {
@@ -68,9 +69,13 @@ fn stream(data: &[u8]) {
                 assert!(frame.len() <= MAX_FRAME);
                 match round_trip::<MasterMsg>(&frame) {
                     Some(MasterMsg::ReferenceDelta(d)) => {
-                        let before = reference.clone();
-                        if !chunks::apply(&mut reference, &d) {
-                            assert_eq!(reference, before, "a refused chunk changes nothing");
+                        let before = reference.to_reference();
+                        if !reference.apply(&d) {
+                            assert_eq!(
+                                reference.to_reference(),
+                                before,
+                                "a refused chunk changes nothing"
+                            );
                         } else {
                             assert_eq!(reference.version, d.version);
                         }
@@ -117,19 +122,19 @@ fn reassembly(data: &[u8]) {
     let max = usize::from(max).max(1);
     // A profile is listed once per user (the store's key).
     if unique(old.users.iter().map(|u| &u.0)) && unique(new.users.iter().map(|u| &u.0)) {
-        let mut r = old.clone();
+        let mut r = ReferenceIndex::from_reference(old.clone());
         for c in chunks::split(chunks::delta(&old, &new), max) {
-            assert!(chunks::apply(&mut r, &c), "every chunk applies in order");
+            assert!(r.apply(&c), "every chunk applies in order");
         }
-        assert_eq!(sorted(r), sorted(new.clone()));
-        let mut from_scratch = Reference {
+        assert_eq!(sorted(r.to_reference()), sorted(new.clone()));
+        let mut from_scratch = ReferenceIndex::from_reference(Reference {
             version: u64::MAX,
             ..Default::default()
-        };
+        });
         for c in chunks::split(chunks::full(&new), max) {
-            assert!(chunks::apply(&mut from_scratch, &c));
+            assert!(from_scratch.apply(&c));
         }
-        assert_eq!(sorted(from_scratch), sorted(new.clone()));
+        assert_eq!(sorted(from_scratch.to_reference()), sorted(new.clone()));
     }
     let msgs: Vec<StoredMessage> = old
         .users
