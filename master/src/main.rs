@@ -337,7 +337,7 @@ async fn store_init(
     loop {
         match store.init().await {
             Ok(()) => {
-                health.reached();
+                health.initialized();
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "the store is not reachable yet; retrying"),

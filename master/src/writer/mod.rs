@@ -209,6 +209,10 @@ pub async fn run(h: Handles, rx: mpsc::UnboundedReceiver<Write>) {
         send: &send,
         obs: &report,
     };
+    // Nothing is written before the store's unique indexes exist: a
+    // conflicting message at a stored seq would otherwise be stored (and
+    // acked) instead of refused. Writes wait in `rx` meanwhile.
+    h.health.wait_initialized().await;
     drive(&ctx, rx).await;
 }
 
