@@ -2,7 +2,7 @@
 //! encoder (after a change of the IPC types):
 //!
 //! ```text
-//! cargo test -p chat-shared --test fuzz_seeds -- --ignored
+//! UPDATE_SEEDS=1 cargo test -p chat-shared --test fuzz_seeds
 //! ```
 //!
 //! Seeds are frame bodies of both directions, a byte stream of framed
@@ -78,13 +78,29 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// The checked-in `ipc_frame` seeds are what the encoder makes now: an IPC
+/// change that alters them fails here; `UPDATE_SEEDS=1` rewrites them.
 #[test]
-#[ignore = "writes fuzz/corpus/ipc_frame; run by hand after an IPC change"]
-fn write_ipc_frame_seeds() {
+fn ipc_frame_seeds_match_the_encoder() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ipc_frame");
-    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let update = std::env::var_os("UPDATE_SEEDS").is_some();
+    if update {
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+    }
     let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(dir.join(name), bytes).expect("seed written");
+        let path = dir.join(name);
+        if update {
+            std::fs::write(&path, bytes).expect("seed written");
+        } else {
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SEEDS=1 writes it)", path.display()));
+            assert_eq!(
+                on_disk,
+                bytes,
+                "{} is stale: rewrite the seeds with UPDATE_SEEDS=1",
+                path.display()
+            );
+        }
     };
     let body = |m: &dyn erased::Encode| m.encode();
 
