@@ -18,7 +18,7 @@ use super::data;
 use super::params::{Refusal, bad, path, unavailable, user_id};
 use crate::state::Shared;
 use crate::store::NewDm;
-use crate::users::{SendError, send};
+use crate::users::send::{SendError, send};
 
 /// The body: the text only.
 #[derive(Debug, Deserialize)]

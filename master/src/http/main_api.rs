@@ -11,8 +11,7 @@ use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
 use super::{
-    Guard, ROOM_API_DOC, Route, assemble, data, dm_api, history_api, list_rooms, message, openapi,
-    room_info, route,
+    Guard, ROOM_API_DOC, Route, assemble, data, list_rooms, message, openapi, room_info, route,
 };
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
@@ -27,22 +26,22 @@ fn keyed() -> Vec<Route> {
         route(
             "GET",
             "/api/v1/users/{id}/conversations",
-            get(history_api::conversations),
+            get(super::history_api::conversations),
         ),
         route(
             "GET",
             "/api/v1/conversations/{a}/{b}/messages",
-            get(history_api::conversation_messages),
+            get(super::history_api::conversation_messages),
         ),
         route(
             "GET",
             "/api/v1/room/{name}/messages",
-            get(history_api::room_messages),
+            get(super::history_api::room_messages),
         ),
         route(
             "POST",
             "/api/v1/users/{from}/dm/{to}",
-            post(dm_api::send_dm),
+            post(super::dm_api::send_dm),
         ),
     ]
 }

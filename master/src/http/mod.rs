@@ -2,9 +2,10 @@
 //! `X-Whom` header, key checks done before any handler runs.
 
 pub mod admin_api;
+pub mod main_api;
+
 mod dm_api;
 mod history_api;
-pub mod main_api;
 mod params;
 
 use axum::Router;

@@ -4,14 +4,16 @@
 //! - `index.rs`: which rooms hold which token users (from the rooms' reports);
 //! - `fanout.rs`: how an event reaches users' connections (`Fanout`, with the
 //!   one-host `Local` transport; a Redis transport goes behind the same trait);
-//! - `service.rs`: what each request of a room does (store, reply, deliver);
-//! - `send.rs`: one direct message sent, from a room or the room API.
+//! - `service.rs`: what each request of a room does (store, reply, deliver).
 
 mod fanout;
 mod index;
-mod send;
 mod service;
 mod watch;
+
+/// One direct message sent, from a room (`service.rs`) or from the room
+/// API (`POST /api/v1/users/{from}/dm/{to}`).
+pub mod send;
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +22,6 @@ use chat_shared::ipc::MasterMsg;
 
 pub use fanout::{Except, Fanout, Local};
 pub use index::{Change, Index};
-pub use send::{SendError, send};
 pub use service::{Asker, handle};
 pub use watch::Watches;
 

@@ -41,15 +41,19 @@ pub async fn send(
         });
     }
     let (from, to) = (new.from.clone(), new.to.clone());
-    let _order = users.lock_of(&new.conversation()).lock().await;
+    let order = users.lock_of(&new.conversation()).lock().await;
     let message = store.append_dm(new).await?;
     tracing::debug!(user = %from, to = %to, conversation = %message.conversation, seq = message.seq, "direct message stored");
     stored(&message);
-    let online = users.fanout.online(&to);
-    users
-        .fanout
-        .deliver(&[to, from], except, &DirectEvent::Dm(message.clone()));
-    if !online {
+    users.fanout.deliver(
+        &[to.clone(), from],
+        except,
+        &DirectEvent::Dm(message.clone()),
+    );
+    // Queued on the rooms' channels in seq order: the next message of the
+    // conversation may go. Whether the recipient is online is asked after.
+    drop(order);
+    if !users.fanout.online(&to) {
         users.offline(&message);
     }
     Ok(message)
