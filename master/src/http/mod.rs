@@ -3,6 +3,7 @@
 
 pub mod admin_api;
 pub mod main_api;
+pub mod web;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
