@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use chat_tests::{Server, ServerOpts};
+use chat_tests::{Client, Server, ServerOpts, procs, token};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -233,4 +233,98 @@ async fn pages_are_served_strictly_and_join_is_public() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
+}
+
+/// A master with a JWT secret; tokens for `users` (id `u-<name>`, display
+/// name capitalised) valid in every room.
+async fn token_server(users: &[&str]) -> (Server, Value) {
+    let secret = chat_tests::random_string(32);
+    let s = Server::start(ServerOpts::new().jwt_secret(secret.clone())).await;
+    let mut tokens = serde_json::Map::new();
+    for u in users {
+        let mut name = u.to_string();
+        name[..1].make_ascii_uppercase();
+        let t = token::token(&secret, &format!("u-{u}"), &name, "*", "member");
+        tokens.insert((*u).to_owned(), json!(t));
+    }
+    (s, Value::Object(tokens))
+}
+
+#[tokio::test]
+async fn member_joins_and_leaves() {
+    let (s, tokens) = token_server(&["ann", "carol"]).await;
+    s.create_room("hall").await;
+    let mut cfg = params(&s, "hall");
+    cfg["tokens"] = tokens;
+    scenario("members", &cfg, no_steps).await;
+}
+
+#[tokio::test]
+async fn history_scrolls_back_to_the_first_message() {
+    const SENDERS: usize = 3;
+    const PER: usize = 40; // within a user's burst
+    let s = Server::start(ServerOpts::new()).await;
+    let port = s
+        .create_room_settings("archive", Some(json!({"history_size": 20})))
+        .await;
+    let mut n = 0;
+    for k in 0..SENDERS {
+        let mut c = Client::guest(port, &format!("writer{k}")).await;
+        for _ in 0..PER {
+            c.say_acked(&format!("history {n}")).await;
+            n += 1;
+        }
+        c.close().await;
+    }
+    let mut cfg = params(&s, "archive");
+    cfg["total"] = json!(n);
+    cfg["first"] = json!("history 0");
+    scenario("history", &cfg, no_steps).await;
+}
+
+#[tokio::test]
+async fn page_resumes_after_the_worker_is_killed() {
+    let s = Server::start(ServerOpts::new()).await;
+    let port = s.create_room("crashy").await;
+    let away = "written while the pages were away";
+    let mut cfg = params(&s, "crashy");
+    cfg["away"] = json!(away);
+    let s = &s;
+    scenario("resume", &cfg, |step| async move {
+        assert_eq!(step, "kill");
+        let old = s.room_pid("crashy").await;
+        procs::sigkill(old);
+        // A new worker on the same port; someone writes before (or while)
+        // the pages come back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = s.room_info("crashy").await;
+            let pid = r.data()["pid"].as_i64().unwrap_or(0) as i32;
+            if pid != 0 && pid != old && r.data()["status"] == "ready" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no new worker: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut c = Client::guest(port, "carol").await;
+        c.say_acked(away).await;
+        c.close().await;
+        "killed".to_owned()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_users_in_two_rooms_exchange_a_dm_with_read_receipts() {
+    let (s, tokens) = token_server(&["ann", "ben"]).await;
+    s.create_room("north").await;
+    s.create_room("south").await;
+    let mut cfg = params(&s, "north");
+    cfg["rooms"] = json!(["north", "south"]);
+    cfg["tokens"] = tokens;
+    scenario("dm", &cfg, no_steps).await;
 }

@@ -297,6 +297,7 @@ function onWelcome(f) {
   setStatus(`online as ${f.you.name}`, "online");
   $("send").disabled = false;
   showJoin(false);
+  $("log").dataset.resumed = String(f.resumed);
   for (const p of S.pending.values()) p.stale = true;
   S.replayUntil = null;
   if (!f.resumed) {
@@ -533,6 +534,9 @@ function loadOlder() {
 
 function updateOlder() {
   $("older").hidden = !S.more;
+  // Nothing to scroll yet: load older messages until the log fills.
+  const log = $("log");
+  if (S.more && log.scrollHeight <= log.clientHeight + 40) loadOlder();
 }
 
 function markDeleted(seq) {
