@@ -328,3 +328,17 @@ async fn token_users_in_two_rooms_exchange_a_dm_with_read_receipts() {
     cfg["tokens"] = tokens;
     scenario("dm", &cfg, no_steps).await;
 }
+
+#[tokio::test]
+async fn dashboard_lists_a_room_and_shuts_it_down() {
+    let s = Server::start(ServerOpts::new()).await;
+    s.create_room("busy").await;
+    scenario("dashboard", &params(&s, "busy"), no_steps).await;
+    // The shutdown went through the admin API: the room is over.
+    let r = s.room_info("busy").await;
+    assert!(
+        r.status == 404 || r.data()["status"] != "ready",
+        "the room still runs: {}",
+        r.text
+    );
+}
