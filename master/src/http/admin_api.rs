@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{
     ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route,
+    web,
 };
 use crate::load::load;
 use crate::state::Shared;
@@ -70,11 +71,19 @@ fn open() -> Vec<Route> {
 /// Every route of this API.
 #[cfg(test)]
 pub fn routes() -> Vec<Route> {
-    keyed().into_iter().chain(open()).collect()
+    keyed()
+        .into_iter()
+        .chain(open())
+        .chain(web::admin_routes())
+        .collect()
 }
 
 pub fn router(master: Shared) -> Router {
-    assemble(master, open(), keyed(), Guard::Admin)
+    assemble(master.clone(), open(), keyed(), Guard::Admin).merge(web::router(
+        master,
+        web::admin_routes(),
+        true,
+    ))
 }
 
 async fn app_info() -> Response {
