@@ -80,7 +80,7 @@ async fn run(
                 ts: crate::registry::now_ms(),
             };
             // Stored and handed to the rooms in seq order per conversation.
-            let _order = users.lock_of(&new.conversation()).lock().await;
+            let order = users.lock_of(&new.conversation()).lock().await;
             let stored = store.append_dm(new).await?;
             tracing::debug!(room = %asker.room, user = me, conversation = %stored.conversation, seq = stored.seq, "direct message stored");
             let reply = DirectReply::Stored {
@@ -91,7 +91,6 @@ async fn run(
             if let Some(entry) = master.registry.get(&asker.room) {
                 entry.send(MasterMsg::DirectReply { id, reply });
             }
-            let online = users.fanout.online(&to);
             let except = Except {
                 room: &asker.room,
                 conn: asker.conn,
@@ -101,7 +100,9 @@ async fn run(
                 Some(except),
                 &DirectEvent::Dm(stored.clone()),
             );
-            if !online {
+            drop(order);
+            // Any live connection on any host (with Redis, one round trip).
+            if !users.fanout.online(&to).await {
                 users.offline(&stored);
             }
             return Ok(None);
