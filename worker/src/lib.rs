@@ -32,6 +32,7 @@ mod server;
 mod shootout;
 mod state;
 mod timers;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
