@@ -26,9 +26,18 @@ pub struct Asker {
     pub conn: u64,
 }
 
-/// Runs one request and answers it (`id`) to the asking room.
-pub async fn handle(master: Shared, asker: Asker, id: u64, request: DirectRequest) {
-    let reply = match tokio::time::timeout(STORE_TIMEOUT, run(&master, &asker, id, request)).await {
+/// Runs one request and answers it (`id`) to the asking room. A send waits
+/// for `turn` (taken where the request arrived, so one conversation's
+/// messages are numbered in the order they came).
+pub async fn handle(
+    master: Shared,
+    asker: Asker,
+    id: u64,
+    request: DirectRequest,
+    turn: Option<super::Turn>,
+) {
+    let work = run(&master, &asker, id, request, turn);
+    let reply = match tokio::time::timeout(STORE_TIMEOUT, work).await {
         Ok(Ok(None)) => return,
         Ok(Ok(Some(reply))) => reply,
         Ok(Err(e)) => {
@@ -60,11 +69,15 @@ async fn run(
     asker: &Asker,
     id: u64,
     request: DirectRequest,
+    turn: Option<super::Turn>,
 ) -> Result<Option<DirectReply>, StoreError> {
     let store = &master.store;
     let me = asker.user.as_str();
     Ok(Some(match request {
         DirectRequest::Send { to, name, text } => {
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
             if store.is_blocked(&to, me).await? {
                 return Ok(Some(error(
                     code::FORBIDDEN,
@@ -101,6 +114,7 @@ async fn run(
                 &DirectEvent::Dm(stored.clone()),
             );
             drop(order);
+            drop(turn);
             // Any live connection on any host (with Redis, one round trip).
             if !users.fanout.online(&to).await {
                 users.offline(&stored);

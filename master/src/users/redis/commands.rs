@@ -224,8 +224,13 @@ impl Task {
         };
         let json = serde_json::to_string(&entry).unwrap_or_default();
         pipe.hset(&key, &self.node.id, json).ignore();
-        pipe.pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
-            .ignore();
+        // The key outlives its fields a while: readers see a dead host's
+        // stale entry (its last write is the user's last-seen time).
+        pipe.pexpire(
+            &key,
+            i64::try_from(ttl.saturating_mul(2)).unwrap_or(i64::MAX),
+        )
+        .ignore();
     }
 
     async fn batch(&mut self, jobs: Vec<Job>) {
