@@ -44,11 +44,18 @@ impl Pool {
 
     /// Both hosts with `args` and environment `env` besides.
     async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Pool {
+        Self::start_ttl(TTL, args, env).await
+    }
+
+    /// Both hosts with presence TTL `ttl`.
+    async fn start_ttl(ttl: &str, args: &[&str], env: &[(&str, &str)]) -> Pool {
         let nx = Nx::start_memory().await;
         let redis = RedisServer::start().await;
         let secret = chat_tests::random_string(32);
-        let h1 = Self::host(&nx, &redis, &secret, "host-1", args, env).await;
-        let h2 = Self::host(&nx, &redis, &secret, "host-2", args, env).await;
+        let mut args = args.to_vec();
+        args.extend(["--presence-ttl", ttl]);
+        let h1 = Self::host(&nx, &redis, &secret, "host-1", &args, env).await;
+        let h2 = Self::host(&nx, &redis, &secret, "host-2", &args, env).await;
         Pool {
             nx,
             redis,
@@ -70,14 +77,7 @@ impl Pool {
     ) -> Server {
         let mut opts = ServerOpts::new()
             .jwt_secret(secret.to_owned())
-            .args([
-                "--store",
-                &nx.uri(DB),
-                "--host",
-                name,
-                "--presence-ttl",
-                TTL,
-            ])
+            .args(["--store", &nx.uri(DB), "--host", name])
             .args(args.iter().copied())
             .env("REDIS_URL", redis.url());
         for (k, v) in env {
@@ -609,4 +609,26 @@ async fn blocks_and_read_receipts_cross_hosts() {
     dm_acked(&mut alice, "bob", "three").await;
     let bob3 = p.join(pb, "kb", "bob").await;
     assert_eq!(bob3.welcome["dms"]["unread"], 1, "{}", bob3.welcome);
+}
+
+#[tokio::test]
+async fn a_host_stopped_on_purpose_takes_its_users_offline_at_once() {
+    // A TTL far beyond the wait: only the stopping host's goodbye can do it.
+    let mut p = Pool::start_ttl("120s", &[], &[]).await;
+    let pa = p.h1.create_room("ga").await;
+    let pb = p.h2.create_room("gb").await;
+    let mut carol = p.join(pa, "ga", "carol").await;
+    let _erin = p.join(pb, "gb", "erin").await;
+    carol
+        .send_json(json!({"type":"watch","users":["erin"]}))
+        .await;
+    let mut on = presence_of(&mut carol, "erin").await;
+    if on["online"] == false {
+        on = presence_within(&mut carol, "erin").await;
+    }
+    assert_eq!(on["online"], true, "{on}");
+    p.h2.stop_gracefully().await;
+    let off = presence_within(&mut carol, "erin").await;
+    assert_eq!(off["online"], false, "{off}");
+    presence_on(&p.h1, "erin", false).await;
 }

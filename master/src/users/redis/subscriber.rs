@@ -40,8 +40,9 @@ pub async fn run(
             Ok(Ok(pubsub)) => {
                 backoff = BACKOFF.0;
                 node.health.report(Side::Subscription, Ok(()));
-                // Anything published while unsubscribed is lost: read again.
-                let _ = jobs.try_send(Job::CheckAll);
+                // Anything published while unsubscribed is lost, and a
+                // restarted Redis holds nothing: write and read again.
+                let _ = jobs.try_send(Job::Resync);
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let msg = tokio::select! {
