@@ -202,11 +202,27 @@ impl Fanout for Redis {
         if users.is_empty() {
             return;
         }
-        self.queue(Job::Answer {
+        let job = Job::Answer {
             room: room.to_owned(),
             conn,
             users,
-        });
+        };
+        if let Err(e) = self.jobs.try_send(job) {
+            // The queue is full: answered from this host and what was last
+            // read, rather than not at all.
+            health::dropped();
+            if let Job::Answer { room, conn, users } = e.into_inner() {
+                let now = crate::registry::now_ms();
+                let view = self.node.view();
+                let states = users
+                    .iter()
+                    .map(|u| {
+                        view::combine(self.node.local.here(u), view.cached(u), now).presence(u)
+                    })
+                    .collect();
+                self.node.local.tell(&room, vec![conn], states);
+            }
+        }
     }
 }
 
