@@ -415,7 +415,18 @@ fn on_message(master: &Shared, entry: &RoomEntry, session: u64, msg: WorkerMsg) 
                 user,
                 conn,
             };
-            tokio::spawn(crate::users::handle(master.clone(), asker, id, request));
+            // Taken here, in the order the room sent its frames.
+            let turn = match &request {
+                chat_shared::direct::DirectRequest::Send { to, .. } => Some(
+                    master
+                        .users
+                        .turns
+                        .take(&chat_shared::direct::conversation_id(&asker.user, to)),
+                ),
+                _ => None,
+            };
+            let m = master.clone();
+            tokio::spawn(crate::users::handle(m, asker, id, request, turn));
         }
         WorkerMsg::Ended { reason } => {
             tracing::info!(room = %entry.name, %reason, "room ended by itself");

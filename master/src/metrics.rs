@@ -175,6 +175,26 @@ fn describe() {
         "Messages received from rooms, not yet stored."
     );
     describe_gauge!("chat_store_up", "1 once the store has answered.");
+    describe_gauge!(
+        "chat_redis_up",
+        "1 while Redis (--redis) answers commands and this host's subscription holds."
+    );
+    describe_counter!(
+        "chat_redis_published_total",
+        "Notices published to other hosts' channels (DMs, receipts, presence)."
+    );
+    describe_counter!(
+        "chat_redis_received_total",
+        "Notices received on this host's channel."
+    );
+    describe_counter!(
+        "chat_redis_errors_total",
+        "Publications and presence writes lost while Redis was out of reach (the store keeps the messages)."
+    );
+    describe_counter!(
+        "chat_redis_dropped_total",
+        "Redis jobs dropped because the transport's queue was full."
+    );
     describe_counter!(
         "chat_store_errors_total",
         "Store calls that failed transiently (retried)."

@@ -438,6 +438,62 @@ async fn the_store_password_stays_out_of_command_lines_logs_and_answers() {
     assert_not_in(&m.answers, "an answer", &secrets);
 }
 
+/// The Redis URL's password (`REDIS_URL`, as the README says to give it):
+/// neither a Redis that refuses it nor one that is not there puts it on a
+/// command line, in a room's environment, in the logs or in `/readyz`.
+#[tokio::test]
+async fn the_redis_password_stays_out_of_command_lines_logs_and_answers() {
+    let redis = chat_tests::RedisServer::start().await;
+    let wrong = random_string(24);
+    let closed = procs::free_port();
+    let key = random_string(32);
+    let admin_key = random_string(32);
+    for url in [
+        format!("redis://:{wrong}@127.0.0.1:{}/0", redis.port),
+        format!("redis://:{wrong}@127.0.0.1:{closed}/0"),
+    ] {
+        let mut m = Master::start(
+            &[
+                ("KEY", &key),
+                ("ADMIN_KEY", &admin_key),
+                ("REDIS_URL", &url),
+            ],
+            &[],
+        )
+        .await;
+        let secrets = [("the redis password", wrong.as_str())];
+        m.call(false, Method::POST, "/api/v1/room/r", Some(&key), None)
+            .await;
+        m.call(
+            false,
+            Method::GET,
+            "/api/v1/users/u1/presence",
+            Some(&key),
+            None,
+        )
+        .await;
+        // The failure is known (and shown) before anything is checked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) = m.call(true, Method::GET, "/readyz", None, None).await;
+            if body["data"]["redis"]["last_error"].is_string() {
+                assert_eq!(body["data"]["redis"]["up"], false, "{body}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no redis error in /readyz: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        m.call(true, Method::GET, "/metrics", None, None).await;
+        assert_not_in_procs(&m, &secrets);
+        assert_not_in(&m.logs(), "the logs (RUST_LOG=trace)", &secrets);
+        assert_not_in(&m.answers, "an answer", &secrets);
+        assert!(m.logs().contains("redis"), "{}", m.logs());
+    }
+}
+
 /// Generated keys are written to `keys.json` readable by the owner only
 /// (0600), in a run dir only the owner can enter (0700).
 #[tokio::test]

@@ -6,12 +6,14 @@
 //!   reaches watchers (`Fanout`, with the one-host `Local` transport);
 //! - `redis/`: the transport for many hosts (`--redis`);
 //! - `service.rs`: what each request of a room does (store, reply, deliver);
+//! - `turns.rs`: a conversation's requests served in their arrival order;
 //! - `watch.rs`: who watches whose presence.
 
 mod fanout;
 mod index;
 pub mod redis;
 mod service;
+mod turns;
 mod watch;
 
 /// One direct message sent, from a room (`service.rs`) or from the room
@@ -25,6 +27,7 @@ use chat_shared::direct::DirectMessage;
 pub use fanout::{Except, Fanout, Local, Place, Whereabouts};
 pub use index::Index;
 pub use service::{Asker, handle};
+pub use turns::{Turn, Turns};
 pub use watch::Watches;
 
 /// Called for each stored DM whose recipient had no live connection (the
@@ -42,6 +45,8 @@ pub struct Users {
     pub watches: Arc<Watches>,
     /// Whether Redis is reached (`--redis` only): `/readyz`.
     pub redis: Option<Arc<redis::Health>>,
+    /// A conversation's sends are served in the order they arrived.
+    pub turns: Turns,
     locks: Vec<tokio::sync::Mutex<()>>,
     offline: Mutex<Option<OfflineHook>>,
 }
@@ -67,6 +72,7 @@ impl Users {
             fanout,
             watches,
             redis: None,
+            turns: Turns::default(),
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             offline: Mutex::new(None),
         }

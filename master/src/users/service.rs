@@ -28,9 +28,18 @@ pub struct Asker {
     pub conn: u64,
 }
 
-/// Runs one request and answers it (`id`) to the asking room.
-pub async fn handle(master: Shared, asker: Asker, id: u64, request: DirectRequest) {
-    let reply = match tokio::time::timeout(STORE_TIMEOUT, run(&master, &asker, id, request)).await {
+/// Runs one request and answers it (`id`) to the asking room. A send waits
+/// for `turn` (taken where the request arrived, so one conversation's
+/// messages are numbered in the order they came).
+pub async fn handle(
+    master: Shared,
+    asker: Asker,
+    id: u64,
+    request: DirectRequest,
+    turn: Option<super::Turn>,
+) {
+    let work = run(&master, &asker, id, request, turn);
+    let reply = match tokio::time::timeout(STORE_TIMEOUT, work).await {
         Ok(Ok(None)) => return,
         Ok(Ok(Some(reply))) => reply,
         Ok(Err(e)) => {
@@ -62,11 +71,16 @@ async fn run(
     asker: &Asker,
     id: u64,
     request: DirectRequest,
+    turn: Option<super::Turn>,
 ) -> Result<Option<DirectReply>, StoreError> {
     let store = &master.store;
     let me = asker.user.as_str();
     Ok(Some(match request {
         DirectRequest::Send { to, name, text } => {
+            // This conversation's sends are served in the order the room sent them.
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
             let new = NewDm {
                 from: me.to_owned(),
                 from_name: name,
@@ -88,7 +102,10 @@ async fn run(
                     entry.send(MasterMsg::DirectReply { id, reply });
                 }
             };
-            return match send(&master.users, &*master.store, new, Some(except), ack).await {
+            let sent = send(&master.users, &*master.store, new, Some(except), ack).await;
+            // The next send of the conversation may go (its seq comes after).
+            drop(turn);
+            return match sent {
                 Ok(_) => Ok(None),
                 Err(SendError::Blocked { .. }) => Ok(Some(error(
                     code::FORBIDDEN,

@@ -45,9 +45,12 @@ pub enum Job {
         conn: u64,
         users: Vec<String>,
     },
-    /// Read every watched user's presence again (after a reconnect:
-    /// notices may have been missed).
+    /// Read every watched user's presence again (notices may have been
+    /// missed).
     CheckAll,
+    /// This host's subscription was made again (Redis may have restarted
+    /// empty): write every entry again, then read every watched user.
+    Resync,
 }
 
 /// Jobs taken in one batch at most.
@@ -66,6 +69,8 @@ struct Task {
     last_refresh: Option<tokio::time::Instant>,
     /// Redis came back: refresh and read again before anything else.
     resync: bool,
+    /// The master stops: this host's entries go, whatever the index says.
+    leaving: bool,
 }
 
 pub async fn run(
@@ -80,13 +85,17 @@ pub async fn run(
         dirty: BTreeSet::new(),
         last_refresh: None,
         resync: false,
+        leaving: false,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                task.leave().await;
+                break;
+            }
             n = jobs.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
@@ -176,6 +185,27 @@ impl Task {
         }
     }
 
+    /// The master stops: its users leave this host now (watcher hosts are
+    /// told) rather than when their entries expire. Best effort, bounded
+    /// by two round trips.
+    async fn leave(&mut self) {
+        self.leaving = true;
+        let gone: Vec<Job> = self
+            .node
+            .local
+            .index
+            .all()
+            .into_iter()
+            .map(|(user, _)| Job::Sync {
+                user,
+                changed: true,
+            })
+            .collect();
+        if !gone.is_empty() && self.node.conn.get().is_some() {
+            self.batch(gone).await;
+        }
+    }
+
     /// Writes every entry of this host and every watch registration again.
     async fn refresh(&mut self) {
         let Some(mut conn) = self.conn().await else {
@@ -209,7 +239,7 @@ impl Task {
     /// This host's entry of `user` (present in `rooms`, or gone).
     fn write_entry(&self, pipe: &mut redis::Pipeline, user: &str, rooms: Vec<String>, now: u64) {
         let key = wire::where_key(user);
-        if rooms.is_empty() {
+        if rooms.is_empty() || self.leaving {
             pipe.hdel(&key, &self.node.id).ignore();
             pipe.pset_ex(wire::seen_key(user), now, wire::SEEN_TTL_MS)
                 .ignore();
@@ -224,8 +254,13 @@ impl Task {
         };
         let json = serde_json::to_string(&entry).unwrap_or_default();
         pipe.hset(&key, &self.node.id, json).ignore();
-        pipe.pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
-            .ignore();
+        // The key outlives its fields a while: readers see a dead host's
+        // stale entry (its last write is the user's last-seen time).
+        pipe.pexpire(
+            &key,
+            i64::try_from(ttl.saturating_mul(2)).unwrap_or(i64::MAX),
+        )
+        .ignore();
     }
 
     async fn batch(&mut self, jobs: Vec<Job>) {
@@ -242,6 +277,7 @@ impl Task {
                 }
                 Job::Answer { room, conn, users } => answers.push((room, conn, users)),
                 Job::CheckAll => checks.extend(self.node.local.watches.watched()),
+                Job::Resync => self.resync = true,
             }
         }
         let watches = &self.node.local.watches;

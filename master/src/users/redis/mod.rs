@@ -202,11 +202,27 @@ impl Fanout for Redis {
         if users.is_empty() {
             return;
         }
-        self.queue(Job::Answer {
+        let job = Job::Answer {
             room: room.to_owned(),
             conn,
             users,
-        });
+        };
+        if let Err(e) = self.jobs.try_send(job) {
+            // The queue is full: answered from this host and what was last
+            // read, rather than not at all.
+            health::dropped();
+            if let Job::Answer { room, conn, users } = e.into_inner() {
+                let now = crate::registry::now_ms();
+                let view = self.node.view();
+                let states = users
+                    .iter()
+                    .map(|u| {
+                        view::combine(self.node.local.here(u), view.cached(u), now).presence(u)
+                    })
+                    .collect();
+                self.node.local.tell(&room, vec![conn], states);
+            }
+        }
     }
 }
 
@@ -220,11 +236,14 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(500)
 }
 
-/// Runs `pipe`, bounded by [`ROUND_TRIP`].
+/// Runs `pipe`, bounded by [`ROUND_TRIP`] (an empty one goes nowhere).
 async fn round_trip(
     conn: &mut ConnectionManager,
     pipe: &redis::Pipeline,
 ) -> Result<Vec<redis::Value>, String> {
+    if pipe.is_empty() {
+        return Ok(Vec::new());
+    }
     match tokio::time::timeout(ROUND_TRIP, pipe.query_async::<Vec<redis::Value>>(conn)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),

@@ -18,6 +18,8 @@ use super::health::{self, Side};
 use super::wire::{self, Notice};
 use crate::users::Fanout;
 
+/// A subscription is checked with a `PING` this often.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 /// First and longest wait between two attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
 
@@ -40,13 +42,25 @@ pub async fn run(
             Ok(Ok(pubsub)) => {
                 backoff = BACKOFF.0;
                 node.health.report(Side::Subscription, Ok(()));
-                // Anything published while unsubscribed is lost: read again.
-                let _ = jobs.try_send(Job::CheckAll);
-                let mut messages = pubsub.into_on_message();
+                // Anything published while unsubscribed is lost, and a
+                // restarted Redis holds nothing: write and read again.
+                let _ = jobs.try_send(Job::Resync);
+                let (mut sink, mut messages) = pubsub.split();
+                let mut keepalive = tokio::time::interval(KEEPALIVE);
+                keepalive.reset();
                 loop {
                     let msg = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         m = messages.next() => m,
+                        _ = keepalive.tick() => {
+                            // A connection that died silently (no reset
+                            // reached us) is noticed here.
+                            let pong = tokio::time::timeout(super::ROUND_TRIP, sink.ping::<redis::Value>()).await;
+                            if matches!(pong, Ok(Ok(_))) {
+                                continue;
+                            }
+                            break;
+                        }
                     };
                     let Some(msg) = msg else { break };
                     health::received();

@@ -50,7 +50,18 @@ pub struct View {
 }
 
 impl View {
-    pub fn store(&mut self, user: &str, remote: Remote) {
+    /// What was just read of `user`. A host whose entry is gone (it
+    /// expired with its host) leaves its last write as the last-seen time.
+    pub fn store(&mut self, user: &str, mut remote: Remote) {
+        if let Some(old) = self.remote.get(user) {
+            let vanished = old
+                .entries
+                .iter()
+                .filter(|(h, _)| !remote.entries.iter().any(|(n, _)| n == h))
+                .map(|(_, e)| e.written)
+                .max();
+            remote.seen = remote.seen.max(vanished).max(old.seen);
+        }
         self.remote.insert(user.to_owned(), remote);
     }
 
@@ -133,6 +144,9 @@ mod tests {
         assert!(!v.tell("u", true));
         assert!(v.expired(50).is_empty());
         assert_eq!(v.expired(100), vec!["u".to_owned()]);
+        // The entry vanished (its key expired): last seen at its write.
+        v.store("u", Remote::default());
+        assert_eq!(v.cached("u").unwrap().seen, Some(10));
         v.retain(&HashSet::new());
         assert!(v.cached("u").is_none());
         assert!(v.tell("u", false));
