@@ -151,6 +151,29 @@ async fn room_paging_and_search(backend: Backend) {
     );
     assert_eq!(h.room_page("lobby", "?q=%283%29").await.0, [acked[2]]);
     assert!(h.room_page("lobby", "?q=absent").await.0.is_empty());
+
+    // A moderator deletes "say HELLO": listed as deleted without its text,
+    // never found by a search.
+    let modtoken = chat_tests::token::token(&h.secret, "mod", "Mod", "lobby", "moderator");
+    let mut moderator = chat_tests::Client::with_token(port, &modtoken).await;
+    moderator
+        .send_json(json!({"type":"delete","seq":acked[3]}))
+        .await;
+    assert_eq!(moderator.recv_type("deleted").await["seq"], acked[3]);
+    let deleted = chat_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the deletion in the store",
+        || async {
+            let r = h.get("/api/v1/room/lobby/messages").await;
+            let m = r.data()["messages"]
+                .as_array()
+                .and_then(|a| a.iter().find(|m| m["seq"] == acked[3]).cloned());
+            m.filter(|m| m["deleted"] == true)
+        },
+    )
+    .await;
+    assert_eq!(deleted["text"], "", "{deleted}");
+    assert_eq!(h.room_page("lobby", "?q=hello").await.0, [acked[0]]);
     // Unknown room.
     let r = h.get("/api/v1/room/nosuchroom/messages").await;
     r.expect(404);
@@ -410,6 +433,9 @@ async fn bad_input_is_refused_and_stores_nothing() {
     let long = "x".repeat(129);
     let long_q = "q".repeat(201);
     let gets = [
+        "/api/v1/users//conversations".to_owned(),
+        "/api/v1/conversations//bob/messages".to_owned(),
+        "/api/v1/room//messages".to_owned(),
         format!("/api/v1/users/{long}/conversations"),
         "/api/v1/users/a%01b/conversations".to_owned(),
         "/api/v1/users/a%E2%80%8Bb/conversations".to_owned(),
@@ -448,7 +474,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         );
     }
     let text_4001 = json!({"text": "é".repeat(4001)}).to_string();
-    let posts: [(&str, &str, &str); 13] = [
+    let posts: [(&str, &str, &str); 14] = [
         ("alice", "bob", "hello"),
         ("alice", "bob", ""),
         ("alice", "bob", "[]"),
@@ -458,6 +484,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         ("alice", "bob", r#"{"text":"   "}"#),
         ("alice", "bob", &text_4001),
         ("alice", "alice", r#"{"text":"me"}"#),
+        ("", "bob", r#"{"text":"hi"}"#),
         (&long, "bob", r#"{"text":"hi"}"#),
         ("alice", "guest:9", r#"{"text":"hi"}"#),
         ("alice", "b\u{1}b", r#"{"text":"hi"}"#),
