@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{
     ADMIN_API_DOC, Guard, Route, assemble, data, list_rooms, message, openapi, room_info, route,
+    web,
 };
 use crate::load::load;
 use crate::state::Shared;
@@ -70,11 +71,19 @@ fn open() -> Vec<Route> {
 /// Every route of this API.
 #[cfg(test)]
 pub fn routes() -> Vec<Route> {
-    keyed().into_iter().chain(open()).collect()
+    keyed()
+        .into_iter()
+        .chain(open())
+        .chain(web::admin_routes())
+        .collect()
 }
 
 pub fn router(master: Shared) -> Router {
-    assemble(master, open(), keyed(), Guard::Admin)
+    assemble(master.clone(), open(), keyed(), Guard::Admin).merge(web::router(
+        master,
+        web::admin_routes(),
+        true,
+    ))
 }
 
 async fn app_info() -> Response {
@@ -89,19 +98,25 @@ async fn livez() -> Response {
 }
 
 async fn readyz(State(master): State<Shared>) -> Response {
-    if !master.registry.accepting() || master.shutdown.is_cancelled() {
-        data(
+    let (status, mut body) = if !master.registry.accepting() || master.shutdown.is_cancelled() {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "draining"}),
         )
     } else if !master.store_ever_reached() {
-        data(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "store not reached yet"}),
         )
     } else {
-        data(StatusCode::OK, json!({"status": "ready"}))
+        (StatusCode::OK, json!({"status": "ready"}))
+    };
+    // Redis out of reach degrades only live delivery across hosts: shown,
+    // not a reason to take the host out of the pool.
+    if let Some(redis) = &master.users.redis {
+        body["redis"] = redis.details();
     }
+    data(status, body)
 }
 
 async fn metrics(State(master): State<Shared>) -> Response {

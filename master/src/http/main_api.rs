@@ -11,7 +11,7 @@ use chat_shared::settings::RoomSettings;
 use serde_json::json;
 
 use super::{
-    Guard, ROOM_API_DOC, Route, assemble, data, list_rooms, message, openapi, room_info, route,
+    Guard, ROOM_API_DOC, Route, assemble, data, list_rooms, message, openapi, room_info, route, web,
 };
 use crate::state::Shared;
 use crate::supervisor::{Created, create};
@@ -53,20 +53,29 @@ fn open() -> Vec<Route> {
         route("GET", "/api/v1", get(app_info)),
         route("GET", "/api/v1/health", get(health)),
         route("GET", "/api/v1/openapi.json", openapi(ROOM_API_DOC)),
+        route("GET", "/api/v1/join/{name}", get(super::web::join_info)),
     ]
 }
 
 /// Every route of this API.
 #[cfg(test)]
 pub fn routes() -> Vec<Route> {
-    keyed().into_iter().chain(open()).collect()
+    keyed()
+        .into_iter()
+        .chain(open())
+        .chain(web::chat_routes())
+        .collect()
 }
 
 pub fn router(master: Shared) -> Router {
-    assemble(master, open(), keyed(), Guard::Room)
+    assemble(master.clone(), open(), keyed(), Guard::Room).merge(web::router(
+        master,
+        web::chat_routes(),
+        false,
+    ))
 }
 
-/// Whether a user is connected to this host, in which rooms, and when they
+/// Whether a user is connected (on any host with Redis), in which rooms, and when they
 /// were last seen.
 async fn presence(State(master): State<Shared>, Path(id): Path<String>) -> Response {
     if id.is_empty()
@@ -79,18 +88,18 @@ async fn presence(State(master): State<Shared>, Path(id): Path<String>) -> Respo
             format!("bad user id: 1 to {max} bytes, no control characters"),
         );
     }
-    let index = &master.users.index;
-    let rooms: Vec<_> = index
-        .rooms_of(&id)
-        .into_iter()
-        .map(|name| json!({"name": name, "host": master.hostname}))
+    let at = master.users.fanout.whereabouts(&id).await;
+    let rooms: Vec<_> = at
+        .places
+        .iter()
+        .map(|p| json!({"name": p.room, "host": p.host}))
         .collect();
     data(
         StatusCode::OK,
         json!({
-            "online": !rooms.is_empty(),
+            "online": at.online(),
             "rooms": rooms,
-            "last_seen": index.last_seen(&id),
+            "last_seen": at.presence(&id).last_seen,
         }),
     )
 }

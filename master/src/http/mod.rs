@@ -3,6 +3,7 @@
 
 pub mod admin_api;
 pub mod main_api;
+pub mod web;
 
 mod dm_api;
 mod history_api;

@@ -53,7 +53,8 @@ pub async fn send(
     // Queued on the rooms' channels in seq order: the next message of the
     // conversation may go. Whether the recipient is online is asked after.
     drop(order);
-    if !users.fanout.online(&to) {
+    // Any live connection on any host (with Redis, one round trip).
+    if !users.fanout.online(&to).await {
         users.offline(&message);
     }
     Ok(message)
