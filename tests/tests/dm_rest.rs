@@ -4,7 +4,8 @@
 //! with `q` (case-insensitive, literal); a user's conversations with unread
 //! counts, paged by cursor; `POST …/dm/…` stored, acked with its seq,
 //! delivered live, pushed as `dm.offline` to an offline recipient, refused
-//! when blocked; every bad input a 400 that stores nothing.
+//! when blocked; every bad input a 400 that stores nothing; and a posted DM
+//! crossing hosts through Redis (two masters, one store, one redis-server).
 
 mod data_common;
 mod dm_rest_common;
@@ -500,4 +501,98 @@ async fn bad_input_is_refused_and_stores_nothing() {
     assert!(h.all_conversations("bob", 10).await.is_empty());
     assert!(h.dm_page("alice", "bob", "").await.0.is_empty());
     assert_eq!(h.post_dm("alice", "bob", "fine").await["seq"], 1);
+}
+
+// ---------------------------------------------------------------------------
+
+/// Two hosts sharing one nx-27017 store and one redis-server: a DM posted on
+/// host 1 reaches its recipient's connection on host 2 live, is not pushed
+/// (the recipient is online on another host), and host 2 reads and searches
+/// it from the shared store.
+#[tokio::test]
+async fn posted_dm_crosses_hosts() {
+    let nx = data_common::Nx::start_memory().await;
+    let redis = chat_tests::RedisServer::start().await;
+    let mut rx = Receiver::start().await;
+    let secret = chat_tests::random_string(32);
+    let host = |name: &str, hook: bool| {
+        let mut args = vec![
+            "--store".to_owned(),
+            nx.uri("dm_rest_hosts"),
+            "--host".into(),
+            name.to_owned(),
+        ];
+        if hook {
+            args.extend(["--webhook-url".to_owned(), rx.url.clone()]);
+        }
+        let mut opts = chat_tests::ServerOpts::new()
+            .jwt_secret(secret.clone())
+            .args(args)
+            .env("REDIS_URL", redis.url());
+        opts.room_ports = 10;
+        chat_tests::Server::start(opts)
+    };
+    let h1 = host("host-1", true).await;
+    let h2 = host("host-2", false).await;
+    let port = h2.create_room("far").await;
+    let mut bob =
+        chat_tests::Client::with_token(port, &chat_tests::token::member(&secret, "bob", "far"))
+            .await;
+    // Bob's presence reaches host 1 through Redis.
+    chat_tests::wait_for(
+        std::time::Duration::from_secs(20),
+        "bob online as host 1 sees him",
+        || async {
+            let r = h1
+                .api(reqwest::Method::GET, "/api/v1/users/bob/presence")
+                .await;
+            (r.data()["online"] == true).then_some(())
+        },
+    )
+    .await;
+
+    let post = |text: &str, to: &str| {
+        let url = h1.api_url(&format!("/api/v1/users/support/dm/{to}"));
+        let body = json!({ "text": text }).to_string();
+        let h1 = &h1;
+        async move {
+            let r = h1
+                .request(reqwest::Method::POST, &url, Some(&h1.key), Some(&body))
+                .await;
+            r.expect(200);
+            r.data().clone()
+        }
+    };
+    let sent = post("Across Hosts", "bob").await;
+    let dm = bob.recv_type("dm").await;
+    assert_eq!(
+        (&dm["seq"], &dm["text"], &dm["from"]["id"]),
+        (&sent["seq"], &json!("Across Hosts"), &json!("support")),
+        "{dm}"
+    );
+    // Not pushed: the next dm.offline is the one to dan, posted after.
+    post("for dan", "dan").await;
+    let hook = rx.next_of("dm.offline").await;
+    assert_eq!(hook.json["data"]["to"], "dan", "{}", hook.json);
+
+    // Host 2 reads and searches what host 1 stored.
+    let r = h2
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/conversations/bob/support/messages?q=across%20HOSTS",
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.data()["messages"][0]["seq"], sent["seq"], "{}", r.text);
+    let r = h2
+        .api(reqwest::Method::GET, "/api/v1/users/bob/conversations")
+        .await;
+    r.expect(200);
+    assert_eq!(
+        r.data()["conversations"][0]["with"],
+        "support",
+        "{}",
+        r.text
+    );
+    assert_eq!(r.data()["conversations"][0]["unread"], 1, "{}", r.text);
 }
