@@ -4,7 +4,8 @@
 //! with `q` (case-insensitive, literal); a user's conversations with unread
 //! counts, paged by cursor; `POST …/dm/…` stored, acked with its seq,
 //! delivered live, pushed as `dm.offline` to an offline recipient, refused
-//! when blocked; every bad input a 400 that stores nothing.
+//! when blocked; every bad input a 400 that stores nothing; and a posted DM
+//! crossing hosts through Redis (two masters, one store, one redis-server).
 
 mod data_common;
 mod dm_rest_common;
@@ -151,6 +152,29 @@ async fn room_paging_and_search(backend: Backend) {
     );
     assert_eq!(h.room_page("lobby", "?q=%283%29").await.0, [acked[2]]);
     assert!(h.room_page("lobby", "?q=absent").await.0.is_empty());
+
+    // A moderator deletes "say HELLO": listed as deleted without its text,
+    // never found by a search.
+    let modtoken = chat_tests::token::token(&h.secret, "mod", "Mod", "lobby", "moderator");
+    let mut moderator = chat_tests::Client::with_token(port, &modtoken).await;
+    moderator
+        .send_json(json!({"type":"delete","seq":acked[3]}))
+        .await;
+    assert_eq!(moderator.recv_type("deleted").await["seq"], acked[3]);
+    let deleted = chat_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the deletion in the store",
+        || async {
+            let r = h.get("/api/v1/room/lobby/messages").await;
+            let m = r.data()["messages"]
+                .as_array()
+                .and_then(|a| a.iter().find(|m| m["seq"] == acked[3]).cloned());
+            m.filter(|m| m["deleted"] == true)
+        },
+    )
+    .await;
+    assert_eq!(deleted["text"], "", "{deleted}");
+    assert_eq!(h.room_page("lobby", "?q=hello").await.0, [acked[0]]);
     // Unknown room.
     let r = h.get("/api/v1/room/nosuchroom/messages").await;
     r.expect(404);
@@ -410,6 +434,9 @@ async fn bad_input_is_refused_and_stores_nothing() {
     let long = "x".repeat(129);
     let long_q = "q".repeat(201);
     let gets = [
+        "/api/v1/users//conversations".to_owned(),
+        "/api/v1/conversations//bob/messages".to_owned(),
+        "/api/v1/room//messages".to_owned(),
         format!("/api/v1/users/{long}/conversations"),
         "/api/v1/users/a%01b/conversations".to_owned(),
         "/api/v1/users/a%E2%80%8Bb/conversations".to_owned(),
@@ -448,7 +475,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         );
     }
     let text_4001 = json!({"text": "é".repeat(4001)}).to_string();
-    let posts: [(&str, &str, &str); 13] = [
+    let posts: [(&str, &str, &str); 14] = [
         ("alice", "bob", "hello"),
         ("alice", "bob", ""),
         ("alice", "bob", "[]"),
@@ -458,6 +485,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         ("alice", "bob", r#"{"text":"   "}"#),
         ("alice", "bob", &text_4001),
         ("alice", "alice", r#"{"text":"me"}"#),
+        ("", "bob", r#"{"text":"hi"}"#),
         (&long, "bob", r#"{"text":"hi"}"#),
         ("alice", "guest:9", r#"{"text":"hi"}"#),
         ("alice", "b\u{1}b", r#"{"text":"hi"}"#),
@@ -473,4 +501,98 @@ async fn bad_input_is_refused_and_stores_nothing() {
     assert!(h.all_conversations("bob", 10).await.is_empty());
     assert!(h.dm_page("alice", "bob", "").await.0.is_empty());
     assert_eq!(h.post_dm("alice", "bob", "fine").await["seq"], 1);
+}
+
+// ---------------------------------------------------------------------------
+
+/// Two hosts sharing one nx-27017 store and one redis-server: a DM posted on
+/// host 1 reaches its recipient's connection on host 2 live, is not pushed
+/// (the recipient is online on another host), and host 2 reads and searches
+/// it from the shared store.
+#[tokio::test]
+async fn posted_dm_crosses_hosts() {
+    let nx = data_common::Nx::start_memory().await;
+    let redis = chat_tests::RedisServer::start().await;
+    let mut rx = Receiver::start().await;
+    let secret = chat_tests::random_string(32);
+    let host = |name: &str, hook: bool| {
+        let mut args = vec![
+            "--store".to_owned(),
+            nx.uri("dm_rest_hosts"),
+            "--host".into(),
+            name.to_owned(),
+        ];
+        if hook {
+            args.extend(["--webhook-url".to_owned(), rx.url.clone()]);
+        }
+        let mut opts = chat_tests::ServerOpts::new()
+            .jwt_secret(secret.clone())
+            .args(args)
+            .env("REDIS_URL", redis.url());
+        opts.room_ports = 10;
+        chat_tests::Server::start(opts)
+    };
+    let h1 = host("host-1", true).await;
+    let h2 = host("host-2", false).await;
+    let port = h2.create_room("far").await;
+    let mut bob =
+        chat_tests::Client::with_token(port, &chat_tests::token::member(&secret, "bob", "far"))
+            .await;
+    // Bob's presence reaches host 1 through Redis.
+    chat_tests::wait_for(
+        std::time::Duration::from_secs(20),
+        "bob online as host 1 sees him",
+        || async {
+            let r = h1
+                .api(reqwest::Method::GET, "/api/v1/users/bob/presence")
+                .await;
+            (r.data()["online"] == true).then_some(())
+        },
+    )
+    .await;
+
+    let post = |text: &str, to: &str| {
+        let url = h1.api_url(&format!("/api/v1/users/support/dm/{to}"));
+        let body = json!({ "text": text }).to_string();
+        let h1 = &h1;
+        async move {
+            let r = h1
+                .request(reqwest::Method::POST, &url, Some(&h1.key), Some(&body))
+                .await;
+            r.expect(200);
+            r.data().clone()
+        }
+    };
+    let sent = post("Across Hosts", "bob").await;
+    let dm = bob.recv_type("dm").await;
+    assert_eq!(
+        (&dm["seq"], &dm["text"], &dm["from"]["id"]),
+        (&sent["seq"], &json!("Across Hosts"), &json!("support")),
+        "{dm}"
+    );
+    // Not pushed: the next dm.offline is the one to dan, posted after.
+    post("for dan", "dan").await;
+    let hook = rx.next_of("dm.offline").await;
+    assert_eq!(hook.json["data"]["to"], "dan", "{}", hook.json);
+
+    // Host 2 reads and searches what host 1 stored.
+    let r = h2
+        .api(
+            reqwest::Method::GET,
+            "/api/v1/conversations/bob/support/messages?q=across%20HOSTS",
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.data()["messages"][0]["seq"], sent["seq"], "{}", r.text);
+    let r = h2
+        .api(reqwest::Method::GET, "/api/v1/users/bob/conversations")
+        .await;
+    r.expect(200);
+    assert_eq!(
+        r.data()["conversations"][0]["with"],
+        "support",
+        "{}",
+        r.text
+    );
+    assert_eq!(r.data()["conversations"][0]["unread"], 1, "{}", r.text);
 }

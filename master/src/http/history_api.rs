@@ -49,11 +49,15 @@ pub async fn conversations(
         } else {
             None
         };
-        let list: Vec<_> = protocol::DmSummary::from(chat_shared::direct::DmSummary {
-            unread: 0,
-            conversations: page,
-        })
-        .conversations;
+        let list: Vec<_> = page
+            .into_iter()
+            .map(|c| protocol::ConversationSummary {
+                conversation: c.conversation,
+                with: c.with,
+                unread: c.unread,
+                last: c.last.map(protocol::DirectMessage::from),
+            })
+            .collect();
         Ok(data(
             StatusCode::OK,
             json!({
