@@ -235,24 +235,25 @@ async fn pages_are_served_strictly_and_join_is_public() {
     assert_eq!(r.status, 400, "{}", r.text);
 }
 
-/// A master with a JWT secret; tokens for `users` (id `u-<name>`, display
-/// name capitalised) valid in every room.
+/// A master with a JWT secret; tokens for `users` (`name` or `name:role`;
+/// id `u-<name>`, display name capitalised) valid in every room.
 async fn token_server(users: &[&str]) -> (Server, Value) {
     let secret = chat_tests::random_string(32);
     let s = Server::start(ServerOpts::new().jwt_secret(secret.clone())).await;
     let mut tokens = serde_json::Map::new();
     for u in users {
+        let (u, role) = u.split_once(':').unwrap_or((u, "member"));
         let mut name = u.to_string();
         name[..1].make_ascii_uppercase();
-        let t = token::token(&secret, &format!("u-{u}"), &name, "*", "member");
-        tokens.insert((*u).to_owned(), json!(t));
+        let t = token::token(&secret, &format!("u-{u}"), &name, "*", role);
+        tokens.insert(u.to_owned(), json!(t));
     }
     (s, Value::Object(tokens))
 }
 
 #[tokio::test]
-async fn member_joins_and_leaves() {
-    let (s, tokens) = token_server(&["ann", "carol"]).await;
+async fn member_joins_and_leaves_and_moderators_moderate() {
+    let (s, tokens) = token_server(&["ann:moderator", "carol"]).await;
     s.create_room("hall").await;
     let mut cfg = params(&s, "hall");
     cfg["tokens"] = tokens;
