@@ -7,6 +7,11 @@ await run("two_pages", async (browser) => {
   const bob = await newPage(browser, "bob", { width: 390, height: 780 });
   await join(alice, cfg.room, { name: "alice" });
   await join(bob, cfg.room, { name: "bob" });
+  if (cfg.expectUrl) {
+    // Behind the proxy, the page joined through the proxy's wss:// URL.
+    const url = await alice.evaluate(() => S.ws && S.ws.url);
+    check(url && url.startsWith(cfg.expectUrl), `joined through ${cfg.expectUrl}: ${url}`);
+  }
 
   // Each sees the other in the member list.
   await alice.waitForFunction(() =>

@@ -12,6 +12,8 @@
 //! `SCREENSHOTS=1` also writes the screenshots shown in the README to
 //! docs/screenshots/.
 
+mod edge_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -342,4 +344,31 @@ async fn dashboard_lists_a_room_and_shuts_it_down() {
         "the room still runs: {}",
         r.text
     );
+}
+
+/// The chat page through the shipped nginx config: the page over https, the
+/// join lookup answering the `wss://` URL through nginx, two pages chatting
+/// over it.
+#[tokio::test]
+async fn two_pages_chat_through_nginx() {
+    edge_common::nginx_bin();
+    let certs = edge_common::Certs::make();
+    let nginx_port = procs::free_port();
+    let s = Server::start(
+        ServerOpts::new().args(["--public-url", &format!("https://127.0.0.1:{nginx_port}")]),
+    )
+    .await;
+    let opts = edge_common::EdgeOpts {
+        api_upstream: format!("127.0.0.1:{}", s.port),
+        room_ports: s.room_ports,
+        extra: Vec::new(),
+    };
+    let nginx = edge_common::Nginx::start(&certs, nginx_port, &opts).await;
+    s.create_room("lobby").await;
+    let mut cfg = params(&s, "lobby");
+    cfg["api"] = json!(nginx.url(""));
+    cfg["insecure"] = json!(true); // the test's own certificate authority
+    cfg["screenshots"] = Value::Null;
+    cfg["expectUrl"] = json!(nginx.wss_url("/rooms/"));
+    scenario("two_pages", &cfg, no_steps).await;
 }
