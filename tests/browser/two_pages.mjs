@@ -31,11 +31,13 @@ await run("two_pages", async (browser) => {
   await bob.keyboard.type("hi alice");
   await bob.keyboard.press("Enter");
   await waitMessage(alice, "hi alice");
+  await waitMessage(bob, "hi alice"); // acked on the sender's page
 
   // HTML in a message is text: no element is made of it, no script runs.
   const evil = `<img src=x onerror="window.pwned=1"><b id="bold">bold</b><script>window.pwned=2</script>`;
   await say(alice, evil);
   await waitMessage(bob, evil);
+  await waitMessage(alice, evil); // acked (stored) on the sender's page
   for (const p of [alice, bob]) {
     const made = await p.$$eval("#log img, #log b, #log script", (e) => e.length);
     check(made === 0, `no element made of the message (${made})`);
