@@ -164,6 +164,11 @@ async fn pages_are_served_strictly_and_join_is_public() {
             .await
             .expect("GET /");
         assert_eq!(again.status().as_u16(), 304, "{base}/ with its ETag");
+        let post = s
+            .request(Method::POST, &format!("{base}/"), None, None)
+            .await;
+        assert_eq!(post.status, 405, "POST {base}/");
+        assert_eq!(post.json["message"], "Method Not Allowed", "{}", post.text);
         let missing = s
             .request(Method::GET, &format!("{base}/assets/nope.js"), None, None)
             .await;

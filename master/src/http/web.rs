@@ -177,6 +177,17 @@ pub fn router(master: Shared, routes: Vec<Route>, admin: bool) -> Router {
 
 async fn page_headers(master: &Shared, csp: &'static str, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
+    if res.headers().get(header::CONTENT_TYPE).is_none()
+        && (res.status().is_client_error() || res.status().is_server_error())
+    {
+        // axum's own refusals (405) are JSON here too, as on the APIs.
+        let status = res.status();
+        let allow = res.headers().get(header::ALLOW).cloned();
+        res = message(status, status.canonical_reason().unwrap_or("Error"));
+        if let Some(allow) = allow {
+            res.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&master.hostname) {
         h.insert("x-whom", v);
