@@ -185,6 +185,18 @@ pub struct Config {
     /// Longest wait between two webhook attempts.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub webhook_backoff_cap: Duration,
+
+    // Many hosts (ARCHITECTURE.md "Users across rooms", README "Two hosts").
+    /// Redis shared by the hosts (`redis://[:password@]host:port/db`) for
+    /// direct messages, receipts and presence across hosts; unset: one
+    /// host. The URL may hold a password: prefer the environment.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// How long a host's presence entries live in Redis without a refresh
+    /// (refreshed every third of it): the users of a dead host go offline
+    /// within this time.
+    #[arg(long, env = "PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
 }
 
 fn parse_block(s: &str) -> Result<String, String> {
@@ -231,6 +243,7 @@ impl Config {
         c.lb_key = c.lb_key.filter(|k| !k.is_empty());
         c.store = c.store.filter(|k| !k.trim().is_empty());
         c.webhook_secret = c.webhook_secret.filter(|k| !k.is_empty());
+        c.redis = c.redis.filter(|u| !u.trim().is_empty());
         c.load_balancers.retain(|u| !u.trim().is_empty());
         if c.lb_version.trim().is_empty() {
             c.lb_version = DEFAULT_LB_VERSION.to_owned();

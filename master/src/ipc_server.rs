@@ -150,9 +150,7 @@ async fn session(master: Shared, check: &PeerCheck, stream: UnixStream) {
     tracing::debug!(%room, pid, "worker linked");
     linked(&master, &entry, pid, id, reader, writer, rx).await;
     entry.detach(id);
-    let changes = master.users.index.session_ended(&room, id);
-    master.users.watches.room_gone(&room);
-    master.users.changed(changes);
+    master.users.session_ended(&room, id);
     tracing::debug!(%room, pid, "worker link closed");
 }
 
@@ -391,19 +389,13 @@ fn on_message(master: &Shared, entry: &RoomEntry, session: u64, msg: WorkerMsg) 
             }
         }
         WorkerMsg::UserJoined { user } => {
-            let changes = master.users.index.joined(&entry.name, session, &user);
-            master.users.changed(changes);
+            master.users.joined(&entry.name, session, &user);
         }
         WorkerMsg::UserLeft { user } => {
-            let changes = master.users.index.left(&entry.name, &user);
-            master.users.changed(changes);
+            master.users.left(&entry.name, &user);
         }
         WorkerMsg::Users { reset, users } => {
-            let changes = master
-                .users
-                .index
-                .listed(&entry.name, session, reset, &users);
-            master.users.changed(changes);
+            master.users.listed(&entry.name, session, reset, &users);
         }
         WorkerMsg::Watch { conn, users } => {
             let users: Vec<String> = users

@@ -163,7 +163,37 @@ async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
         writer: writer.clone(),
         rooms: registry.clone(),
     };
-    let users = Arc::new(users::Users::local(Arc::clone(&registry)));
+    let host_name = cfg.host.clone().unwrap_or_else(|| hostname.clone());
+    let users = match cfg.redis.clone() {
+        None => Arc::new(users::Users::local(Arc::clone(&registry), host_name)),
+        Some(url) => {
+            let local = Arc::new(users::Local {
+                index: Arc::default(),
+                registry: Arc::clone(&registry),
+                watches: Arc::default(),
+                host: host_name.clone(),
+            });
+            let redis = users::redis::Redis::start(
+                users::redis::Config {
+                    url,
+                    id: format!("{host_name}:{}", cfg.port),
+                    name: host_name,
+                    ttl: cfg.presence_ttl,
+                },
+                Arc::clone(&local),
+                &TaskTracker::new(),
+                shutdown.clone(),
+            )
+            .context("--redis")?;
+            let mut users = users::Users::new(
+                Arc::clone(&local.index),
+                Arc::clone(&local.watches),
+                redis.clone(),
+            );
+            users.redis = Some(redis.health());
+            Arc::new(users)
+        }
+    };
     // A DM stored for a recipient with no live connection: `dm.offline`.
     let offline_hooks = webhooks.clone();
     users.set_offline_hook(Box::new(move |m| {

@@ -165,6 +165,7 @@ fn spawn_worker(sup: &Sup, entry: &RoomEntry) -> std::io::Result<Child> {
         .env_remove("MONGODB_URI")
         .env_remove("WEBHOOK_SECRET")
         .env_remove("WEBHOOK_URL")
+        .env_remove("REDIS_URL")
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C meant for the master does not hit
         // rooms directly; the master shuts them down in order. No parent-death

@@ -8,10 +8,12 @@
 pub mod client;
 pub mod metrics;
 pub mod procs;
+pub mod redis;
 pub mod server;
 pub mod token;
 
 pub use client::{Client, Event};
+pub use redis::RedisServer;
 pub use server::{Relaunch, Resp, Server, ServerOpts};
 
 use std::future::Future;

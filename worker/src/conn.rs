@@ -5,31 +5,32 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use chat_shared::protocol::{ServerMsg, close, code};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::identity::{Identity, Refusal};
 use crate::outbound::{Frame, Outbound};
 use crate::room::{Resume, encode};
 use crate::state::Worker;
+use crate::wire::{Pending, Reader, Socket, Writer};
 
-/// Frames written before one flush.
+/// Frames written in one vectored write.
 const WRITE_BATCH: usize = 64;
 /// Time allowed to deliver a close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(
-    socket: WebSocket,
+    socket: Socket,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
     worker: Arc<Worker>,
     who: Result<Identity, Refusal>,
     resume: Option<Resume>,
 ) {
-    let (sink, stream) = socket.split();
     let (out, rx) = Outbound::new(worker.outbound_limit());
+    let (stream, sink) = socket.split(config, out.clone()).await;
     let writer = tokio::spawn(write_loop(sink, rx, out.clone()));
     let draining = worker.config().refuse_joins;
     let who = who.and_then(|who| {
@@ -73,7 +74,7 @@ pub async fn serve(
     let _ = writer.await;
 }
 
-async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &crate::room::Conn) {
+async fn read_loop(mut stream: Reader, worker: &Worker, conn: &crate::room::Conn) {
     loop {
         let next = tokio::select! {
             _ = conn.out.cancel.cancelled() => return,
@@ -113,7 +114,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
                     None,
                 );
             }
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             Message::Close(_) => return,
         }
     }
@@ -122,45 +123,30 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, worker: &Worker, conn: &c
 /// The close code and reason for a frame the WebSocket layer refused: too
 /// big (1009), text that is not UTF-8 (1007), a protocol violation (1002);
 /// `None` for a transport error (the connection is gone).
-fn refused_frame(e: &axum::Error) -> Option<(u16, &'static str)> {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    if is_too_big(e) {
-        return Some((close::TOO_BIG, "message too big"));
+fn refused_frame(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Capacity(_) => Some((close::TOO_BIG, "message too big")),
+        WsError::Utf8(_) => Some((close::INVALID_DATA, "text is not UTF-8")),
+        WsError::Protocol(_) => Some((close::PROTOCOL_ERROR, "WebSocket protocol violation")),
+        _ => None,
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        match s.downcast_ref::<WsError>() {
-            Some(WsError::Utf8(_)) => return Some((close::INVALID_DATA, "text is not UTF-8")),
-            Some(WsError::Protocol(_)) => {
-                return Some((close::PROTOCOL_ERROR, "WebSocket protocol violation"));
-            }
-            _ => {}
-        }
-        source = s.source();
-    }
-    None
 }
 
-pub fn is_too_big(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
-            s.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    e.to_string().contains("Space limit exceeded") || e.to_string().contains("too long")
+pub fn is_too_big(e: &WsError) -> bool {
+    matches!(e, WsError::Capacity(_))
 }
 
+/// Writes the connection's queue to its socket: each batch (up to
+/// `WRITE_BATCH` frames taken without waiting) in vectored writes of the
+/// shared frames. On a close, the rest of a frame already begun is
+/// finished, then the close frame is sent.
 pub async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: Writer,
     mut rx: mpsc::UnboundedReceiver<Frame>,
     out: Arc<Outbound>,
 ) {
+    let mut pending = Pending::default();
+    let mut close_sent = false;
     loop {
         let first = tokio::select! {
             biased;
@@ -168,55 +154,64 @@ pub async fn write_loop(
             f = rx.recv() => f,
         };
         let Some(first) = first else { break };
-        let batch = async {
-            write_frame(&mut sink, &out, first).await?;
-            for _ in 1..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(f) => write_frame(&mut sink, &out, f).await?,
-                    Err(_) => break,
-                }
+        let mut text_bytes = queue(&mut pending, first, &mut close_sent);
+        for _ in 1..WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(f) => text_bytes += queue(&mut pending, f, &mut close_sent),
+                Err(_) => break,
             }
-            sink.flush().await
-        };
+        }
         let ok = tokio::select! {
             biased;
             _ = out.cancel.cancelled() => false,
-            r = batch => r.is_ok(),
+            r = pending.write(&mut sink) => r.is_ok(),
         };
-        if !ok || (out.is_closed() && rx.is_empty()) {
+        out.written(text_bytes);
+        if !ok || close_sent || (out.is_closed() && rx.is_empty()) {
             break;
         }
+        // An idle connection keeps no queue memory.
+        if rx.is_empty() {
+            pending.shrink();
+        }
     }
-    let close = out.close_frame();
+    pending.finish_started_only();
+    // Control frames the reader queued (the reply to a client's close).
+    while let Ok(f) = rx.try_recv() {
+        if let Frame::Raw(b) = f {
+            close_sent |= crate::wire::is_close(&b);
+            pending.push(b);
+        }
+    }
+    let close = (!close_sent).then(|| out.close_frame()).flatten();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if let Some((code, reason)) = close {
-            let frame = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            }));
-            sink.send(frame).await?;
+            pending.push(crate::wire::close_frame(code, &reason));
         }
-        // Also flushes the reply to a close the client started.
-        sink.close().await
+        pending.write(&mut sink).await?;
+        crate::wire::shutdown(&mut sink).await
     })
     .await;
     out.cancel.cancel();
 }
 
-async fn write_frame(
-    sink: &mut SplitSink<WebSocket, Message>,
-    out: &Outbound,
-    frame: Frame,
-) -> Result<(), axum::Error> {
+/// Adds a frame to the batch; the text bytes it takes off the queue.
+fn queue(pending: &mut Pending, frame: Frame, close_sent: &mut bool) -> usize {
     match frame {
         Frame::Text(t) => {
-            let len = t.len();
-            let r = sink.feed(Message::Text(t)).await;
-            out.written(len);
-            r
+            pending.push(t.frame().clone());
+            t.len()
         }
-        Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
-        Frame::Wake => Ok(()),
+        Frame::Ping => {
+            pending.push(crate::wire::ping_frame());
+            0
+        }
+        Frame::Raw(b) => {
+            *close_sent |= crate::wire::is_close(&b);
+            pending.push(b);
+            0
+        }
+        Frame::Wake => 0,
     }
 }
 

@@ -32,6 +32,11 @@ mod server;
 mod shootout;
 mod state;
 mod timers;
+mod wire;
+
+/// What the master's room API checks the same way a room does.
+pub use direct::check_user_id;
+pub use identity::GUEST_PREFIX;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

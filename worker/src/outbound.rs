@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use chat_shared::protocol::close;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::wire::Encoded;
+
 /// What the writer task sends.
 #[derive(Debug)]
 pub enum Frame {
-    Text(Utf8Bytes),
+    /// A text frame encoded once, shared by its recipients.
+    Text(Encoded),
     Ping,
+    /// Frames the WebSocket reader wrote (pongs, the reply to a close).
+    Raw(Bytes),
     /// Wakes the writer so it notices a close asked for after the queue.
     Wake,
 }
@@ -50,7 +55,7 @@ impl Outbound {
 
     /// Queues a text frame; closes the connection when its queue is full.
     /// Returns whether the frame was queued.
-    pub fn send(&self, text: &Utf8Bytes) -> bool {
+    pub fn send(&self, text: &Encoded) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -71,6 +76,11 @@ impl Outbound {
     /// Bytes this connection may have queued.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Queues whole frames the WebSocket reader wrote.
+    pub fn raw(&self, frames: Bytes) {
+        let _ = self.tx.send(Frame::Raw(frames));
     }
 
     /// Queues a WebSocket ping.
@@ -155,7 +165,7 @@ mod tests {
     #[test]
     fn closes_when_full() {
         let (out, mut rx) = Outbound::new(10);
-        let msg = Utf8Bytes::from("123456");
+        let msg = Encoded::text("123456");
         assert!(out.send(&msg));
         assert!(!out.send(&msg));
         assert!(out.is_closed());

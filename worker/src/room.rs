@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
 use chat_shared::ipc::{Reference, ReferenceDelta, RoomStats, StoredMessage, WorkerMsg};
 use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close, code};
 use chat_shared::reference::ReferenceIndex;
@@ -21,6 +20,7 @@ pub use crate::members::{Conn, Members};
 use crate::moderation::Moderation;
 use crate::outbound::Outbound;
 use crate::outbox::Outbox;
+use crate::wire::Encoded;
 
 /// Members listed in `welcome` (the rest by `members` requests): a large
 /// room's full list in every welcome would cost every join O(members).
@@ -73,12 +73,12 @@ pub struct Room {
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
-pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
-    match serde_json::to_string(msg) {
-        Ok(s) => Utf8Bytes::from(s),
+pub fn encode(msg: &ServerMsg) -> Encoded {
+    match Encoded::json(msg) {
+        Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize a server frame");
-            Utf8Bytes::from_static(
+            Encoded::text(
                 "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"internal error\"}",
             )
         }
@@ -123,14 +123,14 @@ impl Room {
     }
 
     /// Queues a frame on one connection.
-    pub fn send_to(&mut self, conn: &Conn, bytes: &Utf8Bytes) {
+    pub fn send_to(&mut self, conn: &Conn, bytes: &Encoded) {
         if conn.out.send(bytes) {
             self.messages_out += 1;
         }
     }
 
     /// Queues a frame on every connection of one user, but `except`.
-    pub fn send_user(&mut self, user_id: &str, bytes: &Utf8Bytes, except: Option<u64>) {
+    pub fn send_user(&mut self, user_id: &str, bytes: &Encoded, except: Option<u64>) {
         let mut sent = 0;
         if let Some(u) = self.users.get(user_id) {
             for c in &u.conns {
@@ -144,7 +144,7 @@ impl Room {
 
     /// Queues a frame on every connection, but `except` (a connection id) and
     /// `except_user`.
-    pub fn broadcast(&mut self, bytes: &Utf8Bytes, except: Option<u64>, except_user: Option<&str>) {
+    pub fn broadcast(&mut self, bytes: &Encoded, except: Option<u64>, except_user: Option<&str>) {
         let mut sent = 0;
         for u in self.users.values() {
             if Some(u.id.as_str()) == except_user {

@@ -5,8 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +18,7 @@ use serde::Deserialize;
 use crate::identity::{Policy, Refusal, identify};
 use crate::room::Resume;
 use crate::state::Worker;
+use crate::wire::{NotUpgrade, Upgrade};
 
 /// Query parameters of a join.
 #[derive(Debug, Default, Deserialize)]
@@ -50,7 +49,7 @@ async fn root(
     State(worker): State<Arc<Worker>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotUpgrade>,
     query: Result<Query<JoinQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -68,16 +67,14 @@ async fn root(
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let max = config.max_frame_bytes as usize;
-    let ws = ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(1024)
-        .write_buffer_size(16 * 1024);
+    let ws = ws.limits(max, 1024);
     let mode = worker.room().settings.mode;
     if mode == RoomMode::Shootout {
         let tracker = worker.tracker.clone();
         return ws
-            .on_upgrade(move |socket| tracker.track_future(crate::shootout::serve(socket, worker)))
+            .on_upgrade(move |socket, config| {
+                tracker.track_future(crate::shootout::serve(socket, config, worker))
+            })
             .into_response();
     }
     let (who, resume) = match query {
@@ -118,9 +115,9 @@ async fn root(
         Err(r) => (Err(r), None),
     };
     let tracker = worker.tracker.clone();
-    ws.on_upgrade(move |socket| {
+    ws.on_upgrade(move |socket, config| {
         tracker.track_future(async move {
-            crate::conn::serve(socket, worker, who, resume).await;
+            crate::conn::serve(socket, config, worker, who, resume).await;
             drop(permit);
         })
     })

@@ -9,14 +9,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use chat_shared::ipc::{Histogram, RoomStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::outbound::Outbound;
 use crate::state::Worker;
+use crate::wire::{Encoded, Socket};
 
 #[derive(Deserialize)]
 struct Frame<'a> {
@@ -49,7 +50,7 @@ impl Conns {
     }
 
     /// Sends a frame to every connection.
-    pub fn broadcast(&mut self, bytes: &Utf8Bytes) {
+    pub fn broadcast(&mut self, bytes: &Encoded) {
         self.messages_in += 1;
         let started = Instant::now();
         let mut sent = 0;
@@ -83,8 +84,8 @@ impl Conns {
 /// What the server answers to one client frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
-    Echo(Utf8Bytes),
-    Broadcast { all: Utf8Bytes, result: Utf8Bytes },
+    Echo(Encoded),
+    Broadcast { all: Encoded, result: Encoded },
     Ignore,
 }
 
@@ -94,14 +95,12 @@ pub fn reply(text: &Utf8Bytes) -> Reply {
         return Reply::Ignore;
     };
     match frame.kind {
-        "echo" => Reply::Echo(text.clone()),
+        "echo" => Reply::Echo(Encoded::text(text.as_str())),
         "broadcast" => {
             let p = frame.payload.get();
             Reply::Broadcast {
-                all: Utf8Bytes::from(format!("{{\"type\":\"broadcast\",\"payload\":{p}}}")),
-                result: Utf8Bytes::from(format!(
-                    "{{\"type\":\"broadcastResult\",\"payload\":{p}}}"
-                )),
+                all: Encoded::from(format!("{{\"type\":\"broadcast\",\"payload\":{p}}}")),
+                result: Encoded::from(format!("{{\"type\":\"broadcastResult\",\"payload\":{p}}}")),
             }
         }
         _ => Reply::Ignore,
@@ -109,9 +108,13 @@ pub fn reply(text: &Utf8Bytes) -> Reply {
 }
 
 /// Serves one connection of a shootout room.
-pub async fn serve(socket: WebSocket, worker: Arc<Worker>) {
-    let (sink, mut stream) = socket.split();
+pub async fn serve(
+    socket: Socket,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    worker: Arc<Worker>,
+) {
     let (out, rx) = Outbound::new(worker.outbound_limit());
+    let (mut stream, sink) = socket.split(config, out.clone()).await;
     let writer = tokio::spawn(crate::conn::write_loop(sink, rx, out.clone()));
     let id = worker.shootout().add(out.clone());
     loop {
@@ -158,15 +161,13 @@ mod tests {
     #[test]
     fn echo_and_broadcast_keep_the_payload() {
         let t = Utf8Bytes::from(r#"{"type":"echo","payload":{"a":[1,2.50,"x"]}}"#);
-        assert_eq!(reply(&t), Reply::Echo(t.clone()));
+        assert_eq!(reply(&t), Reply::Echo(Encoded::from(t.as_str())));
         let t = Utf8Bytes::from(r#"{"type":"broadcast","payload":{"a":[1,2.50,"x"]}}"#);
         assert_eq!(
             reply(&t),
             Reply::Broadcast {
-                all: Utf8Bytes::from(r#"{"type":"broadcast","payload":{"a":[1,2.50,"x"]}}"#),
-                result: Utf8Bytes::from(
-                    r#"{"type":"broadcastResult","payload":{"a":[1,2.50,"x"]}}"#
-                ),
+                all: Encoded::from(r#"{"type":"broadcast","payload":{"a":[1,2.50,"x"]}}"#),
+                result: Encoded::from(r#"{"type":"broadcastResult","payload":{"a":[1,2.50,"x"]}}"#),
             }
         );
         assert_eq!(reply(&Utf8Bytes::from("nope")), Reply::Ignore);

@@ -98,19 +98,25 @@ async fn livez() -> Response {
 }
 
 async fn readyz(State(master): State<Shared>) -> Response {
-    if !master.registry.accepting() || master.shutdown.is_cancelled() {
-        data(
+    let (status, mut body) = if !master.registry.accepting() || master.shutdown.is_cancelled() {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "draining"}),
         )
     } else if !master.store_ever_reached() {
-        data(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "store not reached yet"}),
         )
     } else {
-        data(StatusCode::OK, json!({"status": "ready"}))
+        (StatusCode::OK, json!({"status": "ready"}))
+    };
+    // Redis out of reach degrades only live delivery across hosts: shown,
+    // not a reason to take the host out of the pool.
+    if let Some(redis) = &master.users.redis {
+        body["redis"] = redis.details();
     }
+    data(status, body)
 }
 
 async fn metrics(State(master): State<Shared>) -> Response {

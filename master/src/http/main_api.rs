@@ -23,6 +23,26 @@ fn keyed() -> Vec<Route> {
         route("GET", "/api/v1/room/{name}", get(room_info)),
         route("GET", "/api/v1/rooms", get(list_rooms)),
         route("GET", "/api/v1/users/{id}/presence", get(presence)),
+        route(
+            "GET",
+            "/api/v1/users/{id}/conversations",
+            get(super::history_api::conversations),
+        ),
+        route(
+            "GET",
+            "/api/v1/conversations/{a}/{b}/messages",
+            get(super::history_api::conversation_messages),
+        ),
+        route(
+            "GET",
+            "/api/v1/room/{name}/messages",
+            get(super::history_api::room_messages),
+        ),
+        route(
+            "POST",
+            "/api/v1/users/{from}/dm/{to}",
+            post(super::dm_api::send_dm),
+        ),
     ]
 }
 
@@ -55,7 +75,7 @@ pub fn router(master: Shared) -> Router {
     ))
 }
 
-/// Whether a user is connected to this host, in which rooms, and when they
+/// Whether a user is connected (on any host with Redis), in which rooms, and when they
 /// were last seen.
 async fn presence(State(master): State<Shared>, Path(id): Path<String>) -> Response {
     if id.is_empty()
@@ -68,18 +88,18 @@ async fn presence(State(master): State<Shared>, Path(id): Path<String>) -> Respo
             format!("bad user id: 1 to {max} bytes, no control characters"),
         );
     }
-    let index = &master.users.index;
-    let rooms: Vec<_> = index
-        .rooms_of(&id)
-        .into_iter()
-        .map(|name| json!({"name": name, "host": master.hostname}))
+    let at = master.users.fanout.whereabouts(&id).await;
+    let rooms: Vec<_> = at
+        .places
+        .iter()
+        .map(|p| json!({"name": p.room, "host": p.host}))
         .collect();
     data(
         StatusCode::OK,
         json!({
-            "online": !rooms.is_empty(),
+            "online": at.online(),
             "rooms": rooms,
-            "last_seen": index.last_seen(&id),
+            "last_seen": at.presence(&id).last_seen,
         }),
     )
 }

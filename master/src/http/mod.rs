@@ -5,6 +5,10 @@ pub mod admin_api;
 pub mod main_api;
 pub mod web;
 
+mod dm_api;
+mod history_api;
+mod params;
+
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};

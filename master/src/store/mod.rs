@@ -9,12 +9,17 @@ mod direct_suite;
 pub mod health;
 mod mongo_direct;
 mod mongo_docs;
+mod mongo_search;
 pub mod mongo_store;
 #[cfg(test)]
 mod mongo_tests;
 mod records;
 mod redb_direct;
+mod redb_search;
 pub mod redb_store;
+pub mod search;
+#[cfg(test)]
+mod search_suite;
 #[cfg(test)]
 mod suite;
 pub mod test_hooks;
@@ -33,6 +38,7 @@ pub use records::{
     ReferenceData, RoomRecord, UserRecord,
 };
 pub use redb_store::RedbStore;
+pub use search::{ConversationCursor, SearchStore, TextQuery};
 
 /// What a storage operation can fail with.
 #[derive(Debug, Error)]
@@ -113,7 +119,7 @@ impl From<mongodb::error::Error> for StoreError {
 
 /// A storage backend. Every method is safe to call concurrently.
 #[async_trait]
-pub trait Store: DirectStore + Send + Sync + 'static {
+pub trait Store: DirectStore + SearchStore + Send + Sync + 'static {
     /// `"redb"` or `"mongodb"`.
     fn kind(&self) -> &'static str;
 

@@ -37,7 +37,7 @@ fn dm_to_doc(m: &DirectMessage) -> Result<Document, StoreError> {
     })
 }
 
-fn dm_from_doc(d: &Document) -> Result<DirectMessage, String> {
+pub(super) fn dm_from_doc(d: &Document) -> Result<DirectMessage, String> {
     let s = |k: &str| {
         d.get_str(k)
             .map(str::to_owned)
@@ -55,15 +55,15 @@ fn dm_from_doc(d: &Document) -> Result<DirectMessage, String> {
 }
 
 /// A conversation document: (users, seq, read markers, last message).
-struct Conv {
-    id: String,
-    users: [String; 2],
-    seq: u64,
-    read: [u64; 2],
-    last: Option<DirectMessage>,
+pub(super) struct Conv {
+    pub(super) id: String,
+    pub(super) users: [String; 2],
+    pub(super) seq: u64,
+    pub(super) read: [u64; 2],
+    pub(super) last: Option<DirectMessage>,
 }
 
-fn conv_from_doc(d: &Document) -> Result<Conv, String> {
+pub(super) fn conv_from_doc(d: &Document) -> Result<Conv, String> {
     let id = d.get_str("_id").map_err(|_| "bad _id")?.to_owned();
     let users = d.get_array("users").map_err(|_| "missing users")?;
     let user = |i: usize| {

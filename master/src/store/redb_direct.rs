@@ -21,9 +21,11 @@ use super::StoreError;
 use super::direct::{DirectStore, NewDm, side, sorted_pair};
 use super::redb_store::{RedbStore, decode, encode};
 
-const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
-const DMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("direct_messages");
-const USER_CONVS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_conversations");
+pub(super) const CONVERSATIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("conversations");
+pub(super) const DMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("direct_messages");
+pub(super) const USER_CONVS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("user_conversations");
 const BLOCKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blocks");
 const ROOM_READS: TableDefinition<(&str, &str), u64> = TableDefinition::new("room_reads");
 
@@ -38,7 +40,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Conversation {
+pub(super) struct Conversation {
     users: [String; 2],
     seq: u64,
     #[serde(default)]
@@ -48,7 +50,7 @@ struct Conversation {
 }
 
 impl Conversation {
-    fn summary(self, id: &str, user: &str) -> Option<ConversationSummary> {
+    pub(super) fn summary(self, id: &str, user: &str) -> Option<ConversationSummary> {
         let me = side(&self.users, user)?;
         Some(ConversationSummary {
             conversation: id.to_owned(),
@@ -59,7 +61,7 @@ impl Conversation {
     }
 }
 
-fn get_conv(
+pub(super) fn get_conv(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<Conversation>, StoreError> {

@@ -34,7 +34,7 @@ const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const BANS: TableDefinition<(&str, Option<&str>), &[u8]> = TableDefinition::new("bans");
 const FILTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("filters");
@@ -59,7 +59,7 @@ from_redb!(
 
 /// A message as stored: room and seq are the key.
 #[derive(Serialize, Deserialize)]
-struct StoredMessage {
+pub(super) struct StoredMessage {
     epoch: u64,
     user_id: String,
     name: String,
@@ -81,7 +81,7 @@ impl StoredMessage {
         }
     }
 
-    fn into_record(self, room: &str, seq: u64) -> MessageRecord {
+    pub(super) fn into_record(self, room: &str, seq: u64) -> MessageRecord {
         MessageRecord {
             room: room.to_owned(),
             epoch: self.epoch,

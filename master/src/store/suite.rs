@@ -21,6 +21,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     bans(&*store).await;
     owners(&*store).await;
     super::direct_suite::run_all(Arc::clone(&store)).await;
+    super::search_suite::run_all(&*store).await;
 }
 
 fn owner(name: &str, host: &str, until_ms: u64) -> OwnerRecord {

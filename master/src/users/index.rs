@@ -156,6 +156,15 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Every user on this host with their rooms.
+    pub fn all(&self) -> Vec<(String, Vec<String>)> {
+        self.lock()
+            .rooms_of
+            .iter()
+            .map(|(u, r)| (u.clone(), r.iter().cloned().collect()))
+            .collect()
+    }
+
     /// When `user`'s last connection on this host closed (`None`: online,
     /// or not seen since this master started).
     pub fn last_seen(&self, user: &str) -> Option<u64> {

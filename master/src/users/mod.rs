@@ -2,22 +2,28 @@
 //! between this host's rooms (ARCHITECTURE.md, "Users across rooms").
 //!
 //! - `index.rs`: which rooms hold which token users (from the rooms' reports);
-//! - `fanout.rs`: how an event reaches users' connections (`Fanout`, with the
-//!   one-host `Local` transport; a Redis transport goes behind the same trait);
-//! - `service.rs`: what each request of a room does (store, reply, deliver).
+//! - `fanout.rs`: how an event reaches users' connections and presence
+//!   reaches watchers (`Fanout`, with the one-host `Local` transport);
+//! - `redis/`: the transport for many hosts (`--redis`);
+//! - `service.rs`: what each request of a room does (store, reply, deliver);
+//! - `watch.rs`: who watches whose presence.
 
 mod fanout;
 mod index;
+pub mod redis;
 mod service;
 mod watch;
 
+/// One direct message sent, from a room (`service.rs`) or from the room
+/// API (`POST /api/v1/users/{from}/dm/{to}`).
+pub mod send;
+
 use std::sync::{Arc, Mutex};
 
-use chat_shared::direct::{DirectMessage, Presence};
-use chat_shared::ipc::MasterMsg;
+use chat_shared::direct::DirectMessage;
 
-pub use fanout::{Except, Fanout, Local};
-pub use index::{Change, Index};
+pub use fanout::{Except, Fanout, Local, Place, Whereabouts};
+pub use index::Index;
 pub use service::{Asker, handle};
 pub use watch::Watches;
 
@@ -32,26 +38,35 @@ const LOCKS: usize = 64;
 /// The master's handle on users across rooms.
 pub struct Users {
     pub index: Arc<Index>,
-    pub fanout: Box<dyn Fanout>,
-    pub watches: Watches,
-    registry: Arc<crate::registry::Registry>,
+    pub fanout: Arc<dyn Fanout>,
+    pub watches: Arc<Watches>,
+    /// Whether Redis is reached (`--redis` only): `/readyz`.
+    pub redis: Option<Arc<redis::Health>>,
     locks: Vec<tokio::sync::Mutex<()>>,
     offline: Mutex<Option<OfflineHook>>,
 }
 
 impl Users {
-    /// One host: events go to this host's rooms.
-    pub fn local(registry: Arc<crate::registry::Registry>) -> Self {
-        let index = Arc::new(Index::default());
-        let fanout = Box::new(Local {
-            index: Arc::clone(&index),
-            registry: Arc::clone(&registry),
-        });
+    /// One host: events go to this host's rooms; `host` is its name in
+    /// presence answers.
+    pub fn local(registry: Arc<crate::registry::Registry>, host: String) -> Self {
+        let local = Local {
+            index: Arc::default(),
+            registry,
+            watches: Arc::default(),
+            host,
+        };
+        let (index, watches) = (Arc::clone(&local.index), Arc::clone(&local.watches));
+        Self::new(index, watches, Arc::new(local))
+    }
+
+    /// With another transport (built on the same index and watches).
+    pub fn new(index: Arc<Index>, watches: Arc<Watches>, fanout: Arc<dyn Fanout>) -> Self {
         Self {
             index,
             fanout,
-            watches: Watches::default(),
-            registry,
+            watches,
+            redis: None,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             offline: Mutex::new(None),
         }
@@ -71,57 +86,36 @@ impl Users {
         }
     }
 
-    /// A user's presence on this host.
-    pub fn presence(&self, user: &str) -> Presence {
-        let online = self.fanout.online(user);
-        Presence {
-            user: user.to_owned(),
-            online,
-            last_seen: if online {
-                None
-            } else {
-                self.index.last_seen(user)
-            },
-        }
+    /// A room's first connection of `user` opened.
+    pub fn joined(&self, room: &str, session: u64, user: &str) {
+        let changes = self.index.joined(room, session, user);
+        self.fanout.changed(&[user.to_owned()], changes);
+    }
+
+    /// A room's last connection of `user` closed.
+    pub fn left(&self, room: &str, user: &str) {
+        let changes = self.index.left(room, user);
+        self.fanout.changed(&[user.to_owned()], changes);
+    }
+
+    /// A room's list of users after a (re)link.
+    pub fn listed(&self, room: &str, session: u64, reset: bool, users: &[String]) {
+        let changes = self.index.listed(room, session, reset, users);
+        self.fanout.changed(users, changes);
+    }
+
+    /// A room's IPC session ended: its users and its watches are gone.
+    pub fn session_ended(&self, room: &str, session: u64) {
+        let changes = self.index.session_ended(room, session);
+        self.watches.room_gone(room);
+        self.fanout.changed(&[], changes);
     }
 
     /// Connection `conn` of `room` watches `users`: their presence goes to
     /// it at once, then on every change.
     pub fn watch(&self, room: &str, conn: u64, users: &[String]) {
         self.watches.set((room.to_owned(), conn), users);
-        if users.is_empty() {
-            return;
-        }
-        let states = users.iter().map(|u| self.presence(u)).collect();
-        if let Some(entry) = self.registry.get(room) {
-            entry.send(MasterMsg::Presence {
-                conns: vec![conn],
-                states,
-            });
-        }
-    }
-
-    /// Tells the watchers of the users whose presence changed.
-    pub fn changed(&self, changes: Vec<Change>) {
-        for (user, _) in changes {
-            let watchers = self.watches.of(&user);
-            if watchers.is_empty() {
-                continue;
-            }
-            let state = self.presence(&user);
-            let mut rooms: std::collections::HashMap<String, Vec<u64>> = Default::default();
-            for (room, conn) in watchers {
-                rooms.entry(room).or_default().push(conn);
-            }
-            for (room, conns) in rooms {
-                if let Some(entry) = self.registry.get(&room) {
-                    entry.send(MasterMsg::Presence {
-                        conns,
-                        states: vec![state.clone()],
-                    });
-                }
-            }
-        }
+        self.fanout.watching(room, conn, users.to_vec());
     }
 
     /// The lock of a conversation.

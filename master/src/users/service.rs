@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use chat_shared::direct::{
-    DirectEvent, DirectReply, DirectRequest, MAX_DM_HISTORY, SUMMARY_CONVERSATIONS, conversation_id,
+    DirectEvent, DirectMessage, DirectReply, DirectRequest, MAX_DM_HISTORY, SUMMARY_CONVERSATIONS,
+    conversation_id,
 };
 use chat_shared::ipc::MasterMsg;
 use chat_shared::protocol::code;
 
 use super::Except;
+use super::send::{SendError, send};
 use crate::state::Shared;
 use crate::store::{NewDm, StoreError};
 
@@ -65,13 +67,6 @@ async fn run(
     let me = asker.user.as_str();
     Ok(Some(match request {
         DirectRequest::Send { to, name, text } => {
-            if store.is_blocked(&to, me).await? {
-                return Ok(Some(error(
-                    code::FORBIDDEN,
-                    format!("{to:?} does not accept your direct messages"),
-                )));
-            }
-            let users = &master.users;
             let new = NewDm {
                 from: me.to_owned(),
                 from_name: name,
@@ -79,32 +74,28 @@ async fn run(
                 text,
                 ts: crate::registry::now_ms(),
             };
-            // Stored and handed to the rooms in seq order per conversation.
-            let _order = users.lock_of(&new.conversation()).lock().await;
-            let stored = store.append_dm(new).await?;
-            tracing::debug!(room = %asker.room, user = me, conversation = %stored.conversation, seq = stored.seq, "direct message stored");
-            let reply = DirectReply::Stored {
-                conversation: stored.conversation.clone(),
-                seq: stored.seq,
-            };
-            // The ack goes out before the deliveries (one channel per room).
-            if let Some(entry) = master.registry.get(&asker.room) {
-                entry.send(MasterMsg::DirectReply { id, reply });
-            }
-            let online = users.fanout.online(&to);
             let except = Except {
                 room: &asker.room,
                 conn: asker.conn,
             };
-            users.fanout.deliver(
-                &[to.clone(), me.to_owned()],
-                Some(except),
-                &DirectEvent::Dm(stored.clone()),
-            );
-            if !online {
-                users.offline(&stored);
-            }
-            return Ok(None);
+            // The ack goes out before the deliveries (one channel per room).
+            let ack = |m: &DirectMessage| {
+                if let Some(entry) = master.registry.get(&asker.room) {
+                    let reply = DirectReply::Stored {
+                        conversation: m.conversation.clone(),
+                        seq: m.seq,
+                    };
+                    entry.send(MasterMsg::DirectReply { id, reply });
+                }
+            };
+            return match send(&master.users, &*master.store, new, Some(except), ack).await {
+                Ok(_) => Ok(None),
+                Err(SendError::Blocked { .. }) => Ok(Some(error(
+                    code::FORBIDDEN,
+                    format!("{to:?} does not accept your direct messages"),
+                ))),
+                Err(SendError::Store(e)) => Err(e),
+            };
         }
         DirectRequest::Block { user, block } => {
             store.set_blocked(me, &user, block).await?;

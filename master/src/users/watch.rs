@@ -68,6 +68,16 @@ impl Watches {
         }
     }
 
+    /// Whether any connection watches `user`.
+    pub fn is_watched(&self, user: &str) -> bool {
+        self.lock().by_user.contains_key(user)
+    }
+
+    /// Every watched user.
+    pub fn watched(&self) -> Vec<String> {
+        self.lock().by_user.keys().cloned().collect()
+    }
+
     /// The connections watching `user`.
     pub fn of(&self, user: &str) -> Vec<Watcher> {
         self.lock()

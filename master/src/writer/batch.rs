@@ -190,6 +190,36 @@ pub(super) mod tests {
     }
 
     #[async_trait]
+    impl crate::store::SearchStore for Flaky {
+        async fn conversations_page(
+            &self,
+            u: &str,
+            after: Option<&crate::store::ConversationCursor>,
+            limit: u32,
+        ) -> Result<Vec<chat_shared::direct::ConversationSummary>, StoreError> {
+            self.inner.conversations_page(u, after, limit).await
+        }
+        async fn dm_page(
+            &self,
+            c: &str,
+            before: u64,
+            limit: u32,
+            q: Option<&crate::store::TextQuery>,
+        ) -> Result<Vec<chat_shared::direct::DirectMessage>, StoreError> {
+            self.inner.dm_page(c, before, limit, q).await
+        }
+        async fn room_page(
+            &self,
+            r: &str,
+            before: u64,
+            limit: u32,
+            q: Option<&crate::store::TextQuery>,
+        ) -> Result<Vec<crate::store::MessageRecord>, StoreError> {
+            self.inner.room_page(r, before, limit, q).await
+        }
+    }
+
+    #[async_trait]
     impl Store for Flaky {
         fn kind(&self) -> &'static str {
             "redb"
