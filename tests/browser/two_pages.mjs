@@ -20,6 +20,8 @@ await run("two_pages", async (browser) => {
   check((await bob.textContent("#member-count")) === "2", "bob counts two members");
 
   await say(alice, "hello bob");
+  // Typing shows on the other page (for a few seconds).
+  await bob.waitForFunction(() => document.querySelector("#typing").textContent === "alice is typing…");
   await waitMessage(bob, "hello bob");
   await waitMessage(alice, "hello bob");
   const from = await bob.$eval("#log li[data-seq]:last-child .name", (e) => e.textContent);
@@ -43,6 +45,17 @@ await run("two_pages", async (browser) => {
     check(made === 0, `no element made of the message (${made})`);
     check((await p.evaluate(() => window.pwned)) === undefined, "no script of the message ran");
   }
+
+  // A whisper: chosen in the "send to" list; only bob gets it, as a whisper.
+  const bobId = await bob.evaluate(() => S.me.id);
+  await alice.selectOption("#to", bobId);
+  await say(alice, "just between us");
+  await bob.waitForFunction(() =>
+    [...document.querySelectorAll("#log li.whisper")].some(
+      (li) => li.querySelector(".name").textContent === "alice whispers" && li.querySelector(".text").textContent === "just between us",
+    ),
+  );
+  await alice.selectOption("#to", "");
 
   // Every line once, in order, on both pages.
   const want = ["hello bob", "hi alice", evil];
