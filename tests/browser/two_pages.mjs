@@ -46,7 +46,7 @@ await run("two_pages", async (browser) => {
     check((await p.evaluate(() => window.pwned)) === undefined, "no script of the message ran");
   }
 
-  // A whisper: chosen in the "send to" list; only bob gets it, as a whisper.
+  // A whisper: chosen in the "send to" list; bob gets it, shown as a whisper.
   const bobId = await bob.evaluate(() => S.me.id);
   await alice.selectOption("#to", bobId);
   await say(alice, "just between us");
