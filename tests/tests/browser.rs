@@ -377,3 +377,11 @@ async fn two_pages_chat_through_nginx() {
     cfg["expectUrl"] = json!(nginx.wss_url("/rooms/"));
     scenario("two_pages", &cfg, no_steps).await;
 }
+
+#[tokio::test]
+async fn a_time_limit_is_counted_down_and_the_end_is_said() {
+    let s = Server::start(ServerOpts::new()).await;
+    s.create_room_settings("brief", Some(json!({"time_limit_secs": 25})))
+        .await;
+    scenario("closing", &params(&s, "brief"), no_steps).await;
+}
