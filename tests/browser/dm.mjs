@@ -14,6 +14,13 @@ async function sendDm(p, text) {
 await run("dm", async (browser) => {
   const ann = await newPage(browser, "ann");
   const ben = await newPage(browser, "ben");
+  // A refused join is said in words, on the join form.
+  await ann.goto(cfg.api + "/");
+  await ann.fill("#join-room", cfg.rooms[0]);
+  await ann.fill("#join-token", "not-a-token");
+  await ann.press("#join-token", "Enter");
+  await ann.waitForFunction(() => document.querySelector("#join-error").textContent.startsWith("The sign-in was refused"));
+  check(await ann.isVisible("#join"), "the join form stays");
   await join(ann, cfg.rooms[0], { token: cfg.tokens.ann });
   await join(ben, cfg.rooms[1], { token: cfg.tokens.ben });
   await ann.waitForSelector("#dms", { state: "visible" });

@@ -21,7 +21,10 @@ export async function launch() {
 // A page whose console errors and failed requests fail the scenario: a CSP
 // violation or a script error shows up here.
 export async function newPage(browser, label, viewport) {
-  const ctx = await browser.newContext({ viewport: viewport || { width: 1100, height: 720 } });
+  const ctx = await browser.newContext({
+    viewport: viewport || { width: 1100, height: 720 },
+    ignoreHTTPSErrors: Boolean(cfg.insecure),
+  });
   const page = await ctx.newPage();
   page.setDefaultTimeout(WAIT_MS);
   page.on("console", (m) => {

@@ -12,6 +12,8 @@
 //! `SCREENSHOTS=1` also writes the screenshots shown in the README to
 //! docs/screenshots/.
 
+mod edge_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -162,6 +164,11 @@ async fn pages_are_served_strictly_and_join_is_public() {
             .await
             .expect("GET /");
         assert_eq!(again.status().as_u16(), 304, "{base}/ with its ETag");
+        let post = s
+            .request(Method::POST, &format!("{base}/"), None, None)
+            .await;
+        assert_eq!(post.status, 405, "POST {base}/");
+        assert_eq!(post.json["message"], "Method Not Allowed", "{}", post.text);
         let missing = s
             .request(Method::GET, &format!("{base}/assets/nope.js"), None, None)
             .await;
@@ -235,24 +242,25 @@ async fn pages_are_served_strictly_and_join_is_public() {
     assert_eq!(r.status, 400, "{}", r.text);
 }
 
-/// A master with a JWT secret; tokens for `users` (id `u-<name>`, display
-/// name capitalised) valid in every room.
+/// A master with a JWT secret; tokens for `users` (`name` or `name:role`;
+/// id `u-<name>`, display name capitalised) valid in every room.
 async fn token_server(users: &[&str]) -> (Server, Value) {
     let secret = chat_tests::random_string(32);
     let s = Server::start(ServerOpts::new().jwt_secret(secret.clone())).await;
     let mut tokens = serde_json::Map::new();
     for u in users {
+        let (u, role) = u.split_once(':').unwrap_or((u, "member"));
         let mut name = u.to_string();
         name[..1].make_ascii_uppercase();
-        let t = token::token(&secret, &format!("u-{u}"), &name, "*", "member");
-        tokens.insert((*u).to_owned(), json!(t));
+        let t = token::token(&secret, &format!("u-{u}"), &name, "*", role);
+        tokens.insert(u.to_owned(), json!(t));
     }
     (s, Value::Object(tokens))
 }
 
 #[tokio::test]
-async fn member_joins_and_leaves() {
-    let (s, tokens) = token_server(&["ann", "carol"]).await;
+async fn member_joins_and_leaves_and_moderators_moderate() {
+    let (s, tokens) = token_server(&["ann:moderator", "carol"]).await;
     s.create_room("hall").await;
     let mut cfg = params(&s, "hall");
     cfg["tokens"] = tokens;
@@ -341,4 +349,39 @@ async fn dashboard_lists_a_room_and_shuts_it_down() {
         "the room still runs: {}",
         r.text
     );
+}
+
+/// The chat page through the shipped nginx config: the page over https, the
+/// join lookup answering the `wss://` URL through nginx, two pages chatting
+/// over it.
+#[tokio::test]
+async fn two_pages_chat_through_nginx() {
+    edge_common::nginx_bin();
+    let certs = edge_common::Certs::make();
+    let nginx_port = procs::free_port();
+    let s = Server::start(
+        ServerOpts::new().args(["--public-url", &format!("https://127.0.0.1:{nginx_port}")]),
+    )
+    .await;
+    let opts = edge_common::EdgeOpts {
+        api_upstream: format!("127.0.0.1:{}", s.port),
+        room_ports: s.room_ports,
+        extra: Vec::new(),
+    };
+    let nginx = edge_common::Nginx::start(&certs, nginx_port, &opts).await;
+    s.create_room("lobby").await;
+    let mut cfg = params(&s, "lobby");
+    cfg["api"] = json!(nginx.url(""));
+    cfg["insecure"] = json!(true); // the test's own certificate authority
+    cfg["screenshots"] = Value::Null;
+    cfg["expectUrl"] = json!(nginx.wss_url("/rooms/"));
+    scenario("two_pages", &cfg, no_steps).await;
+}
+
+#[tokio::test]
+async fn a_time_limit_is_counted_down_and_the_end_is_said() {
+    let s = Server::start(ServerOpts::new()).await;
+    s.create_room_settings("brief", Some(json!({"time_limit_secs": 25})))
+        .await;
+    scenario("closing", &params(&s, "brief"), no_steps).await;
 }

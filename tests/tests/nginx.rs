@@ -135,6 +135,19 @@ async fn rooms_are_created_and_joined_through_nginx() {
         assert_eq!((status, text.as_str()), (200, "lobby"), "GET {path}");
     }
 
+    // The chat page and its files come through; the join lookup answers
+    // the room's URL through nginx.
+    let (status, page, _) = edge.call(Method::GET, "/", None, None).await;
+    assert_eq!(status, 200, "GET /: {page}");
+    assert!(page.contains("/assets/chat.js"), "the chat page: {page}");
+    let (status, _, _) = edge.call(Method::GET, "/assets/chat.js", None, None).await;
+    assert_eq!(status, 200, "GET /assets/chat.js");
+    let (status, _, join) = edge
+        .call(Method::GET, "/api/v1/join/lobby", None, None)
+        .await;
+    assert_eq!(status, 200, "{join}");
+    assert_eq!(join["data"]["url"], url.as_str(), "{join}");
+
     // Two clients chat over wss; the query string reaches the room.
     let mut alice = Wss::join(&edge.https, &format!("{url}?name=alice")).await;
     assert_eq!(alice.welcome["room"], "lobby");
@@ -223,7 +236,8 @@ async fn only_room_ports_are_proxied_and_the_admin_api_is_not_exposed() {
         "/rooms/abc".to_owned(),
         format!("/room/{port}"),
         format!("/{port}"),
-        "/".to_owned(),
+        "/index.html".to_owned(),
+        "/assets/admin.js".to_owned(),
     ] {
         let (status, _, _) = edge.call(Method::GET, &path, None, None).await;
         assert_eq!(status, 404, "GET {path}");

@@ -7,7 +7,7 @@
 //! and `Cache-Control: no-cache` with a content hash as `ETag`, so a browser
 //! revalidates cheaply and never runs a page and a script of two versions.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -92,27 +92,37 @@ const ADMIN_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'
     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-/// ETags of both tables, computed once.
-static ETAGS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
-    CHAT.iter()
-        .chain(ADMIN.iter())
-        .map(|a| {
-            let digest = Sha256::digest(a.body);
-            (
-                a.body.as_ptr() as usize,
-                format!("\"{}\"", hex::encode(&digest[..12])),
-            )
-        })
-        .collect()
-});
+/// A table of files with their ETags (a hash of each body), computed once.
+struct Site {
+    assets: &'static [Asset],
+    etags: OnceLock<Vec<String>>,
+}
 
-fn etag(asset: &Asset) -> &'static str {
-    let key = asset.body.as_ptr() as usize;
-    ETAGS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("\"0\"")
+impl Site {
+    const fn new(assets: &'static [Asset]) -> Self {
+        Site {
+            assets,
+            etags: OnceLock::new(),
+        }
+    }
+
+    /// A file and its ETag.
+    fn find(&self, name: &str) -> Option<(&'static Asset, &str)> {
+        let i = self.assets.iter().position(|a| a.name == name)?;
+        let etags = self
+            .etags
+            .get_or_init(|| self.assets.iter().map(|a| etag_of(a.body)).collect());
+        Some((&self.assets[i], etags.get(i)?.as_str()))
+    }
+}
+
+static CHAT_SITE: Site = Site::new(CHAT);
+static ADMIN_SITE: Site = Site::new(ADMIN);
+
+/// A strong ETag: the first 96 bits of the body's SHA-256.
+fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..12]))
 }
 
 /// The chat page's routes (room API port, no key).
@@ -121,12 +131,14 @@ pub fn chat_routes() -> Vec<Route> {
         route(
             "GET",
             "/",
-            get(|h: HeaderMap| async move { serve(CHAT, "index.html", &h) }),
+            get(|h: HeaderMap| async move { serve(&CHAT_SITE, "index.html", &h) }),
         ),
         route(
             "GET",
             "/assets/{file}",
-            get(|Path(file): Path<String>, h: HeaderMap| async move { serve(CHAT, &file, &h) }),
+            get(
+                |Path(file): Path<String>, h: HeaderMap| async move { serve(&CHAT_SITE, &file, &h) },
+            ),
         ),
     ]
 }
@@ -138,12 +150,14 @@ pub fn admin_routes() -> Vec<Route> {
         route(
             "GET",
             "/",
-            get(|h: HeaderMap| async move { serve(ADMIN, "index.html", &h) }),
+            get(|h: HeaderMap| async move { serve(&ADMIN_SITE, "index.html", &h) }),
         ),
         route(
             "GET",
             "/assets/{file}",
-            get(|Path(file): Path<String>, h: HeaderMap| async move { serve(ADMIN, &file, &h) }),
+            get(
+                |Path(file): Path<String>, h: HeaderMap| async move { serve(&ADMIN_SITE, &file, &h) },
+            ),
         ),
     ]
 }
@@ -163,6 +177,17 @@ pub fn router(master: Shared, routes: Vec<Route>, admin: bool) -> Router {
 
 async fn page_headers(master: &Shared, csp: &'static str, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
+    if res.headers().get(header::CONTENT_TYPE).is_none()
+        && (res.status().is_client_error() || res.status().is_server_error())
+    {
+        // axum's own refusals (405) are JSON here too, as on the APIs.
+        let status = res.status();
+        let allow = res.headers().get(header::ALLOW).cloned();
+        res = message(status, status.canonical_reason().unwrap_or("Error"));
+        if let Some(allow) = allow {
+            res.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&master.hostname) {
         h.insert("x-whom", v);
@@ -185,11 +210,10 @@ async fn page_headers(master: &Shared, csp: &'static str, req: Request, next: Ne
 
 /// One file of a table, or 304 when the browser holds this version, or a
 /// JSON 404.
-fn serve(table: &'static [Asset], name: &str, headers: &HeaderMap) -> Response {
-    let Some(asset) = table.iter().find(|a| a.name == name) else {
+fn serve(site: &Site, name: &str, headers: &HeaderMap) -> Response {
+    let Some((asset, tag)) = site.find(name) else {
         return message(StatusCode::NOT_FOUND, "Not found");
     };
-    let tag = etag(asset);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -226,4 +250,95 @@ pub async fn join_info(State(master): State<Shared>, Path(name): Path<String>) -
         body["url"] = json!(url);
     }
     data(StatusCode::OK, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(site: &Site, name: &str, etag: Option<&str>) -> Response {
+        let mut h = HeaderMap::new();
+        if let Some(t) = etag {
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(t).unwrap());
+        }
+        serve(site, name, &h)
+    }
+
+    #[test]
+    fn every_page_file_is_served_with_its_type_and_etag() {
+        for site in [&CHAT_SITE, &ADMIN_SITE] {
+            for a in site.assets {
+                let r = get(site, a.name, None);
+                assert_eq!(r.status(), StatusCode::OK, "{}", a.name);
+                assert_eq!(r.headers()[header::CONTENT_TYPE], a.content_type);
+                assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+                let tag = r.headers()[header::ETAG].to_str().unwrap().to_owned();
+                assert_eq!(tag, etag_of(a.body));
+                // The browser's copy is current: 304, no body.
+                let again = get(site, a.name, Some(&format!("\"x\", {tag}")));
+                assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{}", a.name);
+                // An old copy: the file again.
+                assert_eq!(get(site, a.name, Some("\"old\"")).status(), StatusCode::OK);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_files_are_404_and_the_pages_do_not_share_scripts() {
+        assert_eq!(
+            get(&CHAT_SITE, "../Cargo.toml", None).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&CHAT_SITE, "admin.js", None).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&ADMIN_SITE, "chat.js", None).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    /// Whether some ` onxxx=` attribute is in the text.
+    fn has_event_attribute(html: &str) -> bool {
+        html.match_indices(" on").any(|(i, _)| {
+            let rest = &html[i + 3..];
+            let name = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_lowercase())
+                    .len();
+            name > 0 && rest[name..].starts_with('=')
+        })
+    }
+
+    #[test]
+    fn the_pages_load_nothing_from_elsewhere_and_run_no_inline_code() {
+        for site in [&CHAT_SITE, &ADMIN_SITE] {
+            for a in site.assets {
+                let text = std::str::from_utf8(a.body).unwrap();
+                if a.name != "icon.svg" {
+                    // (the SVG names its XML namespace, loads nothing)
+                    assert!(
+                        !text.contains("http://") && !text.contains("https://"),
+                        "{} names another origin",
+                        a.name
+                    );
+                }
+                if a.name.ends_with(".html") {
+                    assert!(!text.contains("<script>"), "{}: an inline script", a.name);
+                    assert!(!text.contains("style="), "{}: an inline style", a.name);
+                    assert!(!has_event_attribute(text), "{}: an on… attribute", a.name);
+                }
+                if a.name.ends_with(".js") {
+                    assert!(
+                        !text.contains("innerHTML")
+                            && !text.contains("insertAdjacentHTML")
+                            && !text.contains("eval("),
+                        "{}: HTML from strings",
+                        a.name
+                    );
+                }
+            }
+        }
+    }
 }

@@ -211,14 +211,19 @@ function makeRow(name) {
     if (k === "name") cells[k].scope = "row";
     row.append(cells[k]);
   }
-  const trend = el("td");
-  const spark = el("canvas");
-  spark.width = 120;
-  spark.height = 28;
-  spark.setAttribute("role", "img");
-  spark.setAttribute("aria-label", `messages per second in ${name}`);
-  trend.append(spark);
-  row.append(trend);
+  const sparkline = (what) => {
+    const td = el("td");
+    const c = el("canvas");
+    c.width = 120;
+    c.height = 28;
+    c.setAttribute("role", "img");
+    c.setAttribute("aria-label", `${what} of ${name}, last 5 minutes`);
+    td.append(c);
+    row.append(td);
+    return c;
+  };
+  const spark = sparkline("messages per second");
+  const memSpark = sparkline("memory");
   const actions = el("td");
   const box = el("div", "actions");
   const form = el("form");
@@ -244,7 +249,7 @@ function makeRow(name) {
   box.append(form, restart, shut);
   actions.append(box);
   row.append(actions);
-  return { row, cells, spark, samples: [] };
+  return { row, cells, spark, memSpark, samples: [] };
 }
 
 // A button that asks for a second press within five seconds.
@@ -296,6 +301,7 @@ function fillRow(entry, r, perSec) {
   c.rss.textContent = bytes(r.rss_bytes);
   c.restarts.textContent = String(r.restarts);
   chart(entry.spark, entry.samples.map((s) => s.rate), "#2563eb");
+  chart(entry.memSpark, entry.samples.map((s) => s.rss), "#7c3aed");
 }
 
 // ---------------------------------------------------------------- charts

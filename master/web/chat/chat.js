@@ -120,6 +120,7 @@ function start(ev) {
   }
   S.auth = token ? { token } : { name };
   S.room = room;
+  S.info = null;
   S.epoch = null;
   S.lastSeq = 0;
   S.leaving = false;
@@ -145,7 +146,7 @@ async function lookup() {
   }
   if (r.status === 404) throw Object.assign(new Error(`There is no room "${S.room}" on this server.`), { fatal: true });
   if (!r.ok || !body || !body.data) throw new Error((body && body.message) || `lookup failed (${r.status})`);
-  return body.data;
+  return { ...body.data, room: S.room };
 }
 
 function wsUrl(info) {
@@ -165,9 +166,12 @@ async function connect() {
   let info;
   try {
     info = await lookup();
+    S.info = info;
   } catch (e) {
-    if (e.fatal && S.epoch === null) return failJoin(e.message);
-    return retry(e.message);
+    if (e.fatal) return failJoin(S.epoch === null ? e.message : `The room "${S.room}" has ended.`);
+    // The master may be away while the room runs on: try the port we know.
+    if (!S.info || S.info.room !== S.room) return retry(e.message);
+    info = S.info;
   }
   if (S.leaving) return;
   const ws = new WebSocket(wsUrl(info));
