@@ -75,9 +75,12 @@ pub async fn serve(
 }
 
 async fn read_loop(mut stream: Reader, worker: &Worker, conn: &crate::room::Conn) {
+    // One wait for the whole loop: registered once, not once per frame.
+    let cancelled = conn.out.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
-            _ = conn.out.cancel.cancelled() => return,
+            _ = &mut cancelled => return,
             next = stream.next() => next,
         };
         let msg = match next {
@@ -147,13 +150,19 @@ pub async fn write_loop(
 ) {
     let mut pending = Pending::default();
     let mut close_sent = false;
+    let cancelled = out.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let first = tokio::select! {
             biased;
-            _ = out.cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             f = rx.recv() => f,
         };
         let Some(first) = first else { break };
+        // Let the tasks already woken run first (the room's other
+        // broadcasts of this round): under load, one write carries several
+        // frames instead of one system call per frame.
+        tokio::task::yield_now().await;
         let mut text_bytes = queue(&mut pending, first, &mut close_sent);
         for _ in 1..WRITE_BATCH {
             match rx.try_recv() {
@@ -163,14 +172,14 @@ pub async fn write_loop(
         }
         let ok = tokio::select! {
             biased;
-            _ = out.cancel.cancelled() => false,
+            _ = &mut cancelled => false,
             r = pending.write(&mut sink) => r.is_ok(),
         };
         out.written(text_bytes);
         if !ok || close_sent || (out.is_closed() && rx.is_empty()) {
             break;
         }
-        // An idle connection keeps no queue memory.
+        // An idle connection keeps no large queue.
         if rx.is_empty() {
             pending.shrink();
         }

@@ -20,6 +20,10 @@ use crate::room::Resume;
 use crate::state::Worker;
 use crate::wire::{NotUpgrade, Upgrade};
 
+/// Bytes of a connection's read buffer: what an idle connection holds to
+/// read with (a larger frame grows it to the frame's size while it is read).
+const READ_BUFFER: usize = 512;
+
 /// Query parameters of a join.
 #[derive(Debug, Default, Deserialize)]
 pub struct JoinQuery {
@@ -67,7 +71,7 @@ async fn root(
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let max = config.max_frame_bytes as usize;
-    let ws = ws.limits(max, 1024);
+    let ws = ws.limits(max, READ_BUFFER);
     let mode = worker.room().settings.mode;
     if mode == RoomMode::Shootout {
         let tracker = worker.tracker.clone();

@@ -117,9 +117,11 @@ pub async fn serve(
     let (mut stream, sink) = socket.split(config, out.clone()).await;
     let writer = tokio::spawn(crate::conn::write_loop(sink, rx, out.clone()));
     let id = worker.shootout().add(out.clone());
+    let cancelled = out.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
-            _ = out.cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             n = stream.next() => n,
         };
         let msg = match next {

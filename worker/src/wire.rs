@@ -332,6 +332,9 @@ pub struct Pending {
     started: bool,
 }
 
+/// Frame slots an empty queue keeps.
+const KEEP_FRAMES: usize = 8;
+
 /// Frames handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -382,9 +385,12 @@ impl Pending {
         }
     }
 
-    /// Releases the queue's memory.
+    /// Releases the queue's memory past a few frames' worth (kept, so the
+    /// usual batch does not allocate).
     pub fn shrink(&mut self) {
-        self.frames = Default::default();
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_FRAMES {
+            self.frames = Default::default();
+        }
     }
 }
 
