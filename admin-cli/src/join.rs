@@ -193,6 +193,32 @@ impl Session {
                 self.members.remove(&user.id);
                 vec![format!("* {} ({}) left", user.name, user.id)]
             }
+            ServerMsg::MembersChanged {
+                joined,
+                left,
+                more,
+                member_count,
+            } => {
+                for u in &left {
+                    self.members.remove(&u.id);
+                }
+                for u in &joined {
+                    self.members.insert(u.id.clone(), u.name.clone());
+                }
+                let names = |v: Vec<&str>| {
+                    if v.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                vec![format!(
+                    "* {member_count} members; joined: {}; left: {}{}",
+                    names(joined.iter().map(|u| u.name.as_str()).collect()),
+                    names(left.iter().map(|u| u.name.as_str()).collect()),
+                    if more { " (and more)" } else { "" }
+                )]
+            }
             ServerMsg::Message(m) => vec![fmt_message(&m)],
             ServerMsg::Ack { client_id, seq, .. } => {
                 match client_id.and_then(|c| self.pending.remove(&c)) {

@@ -303,6 +303,21 @@ pub enum ServerMsg {
     Left {
         user: UserRef,
     },
+    /// Arrivals and departures in a room larger than the welcome's member
+    /// page, gathered and sent at most once a second instead of a `joined`
+    /// or `left` per member (a join storm would otherwise cost every join a
+    /// frame to every member).
+    MembersChanged {
+        /// Members who arrived since the last such frame and are still
+        /// here (at most 50; may include the receiver).
+        joined: Vec<Member>,
+        /// Members who left since the last such frame (at most 50).
+        left: Vec<UserRef>,
+        /// Whether more arrived or left than the lists hold (page the
+        /// member list again with `members` to see everyone).
+        more: bool,
+        member_count: u32,
+    },
     Message(ChatMessage),
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]

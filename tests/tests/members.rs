@@ -95,3 +95,64 @@ async fn a_welcome_with_long_messages_fits_the_queue() {
     assert_eq!(last["seq"], 40, "the newest messages are kept");
     assert_eq!(c.welcome["seq"], 40);
 }
+
+/// In a room of more than 100 members, arrivals and departures come as
+/// `members_changed` frames (at most one a second), never as one `joined`
+/// or `left` per member; the order of events is kept.
+#[tokio::test]
+async fn a_large_room_gathers_arrivals_and_departures() {
+    let s = Server::default_server().await;
+    let port = s.create_room("crowd").await;
+    let mut watcher = Client::guest(port, "aaa-watcher").await;
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        clients.push(Client::guest(port, &format!("user{i:03}")).await);
+    }
+    // Up to 100 members: one `joined` each.
+    for _ in 0..100 {
+        watcher.recv_type("joined").await;
+    }
+    // Past 100: the next arrivals are gathered.
+    let mut late = Vec::new();
+    for i in 0..5 {
+        late.push(Client::guest(port, &format!("late{i}")).await);
+    }
+    let late_ids: BTreeSet<String> = late.iter().map(Client::id).collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut frames = 0;
+    while seen.len() < late_ids.len() {
+        let (f, skipped) = watcher.recv_type_collect("members_changed").await;
+        assert!(
+            skipped.iter().all(|v| v["type"] != "joined"),
+            "no `joined` past 100 members: {skipped:?}"
+        );
+        frames += 1;
+        assert!(frames <= 5, "the arrivals never all came: {seen:?}");
+        assert_eq!(f["more"], false, "{f}");
+        assert!(f["left"].as_array().is_some_and(Vec::is_empty), "{f}");
+        for m in f["joined"].as_array().expect("joined") {
+            let id = m["id"].as_str().expect("id").to_owned();
+            assert!(late_ids.contains(&id), "only the late arrivals: {f}");
+            assert_eq!(m["connections"], 1, "{f}");
+            seen.insert(id);
+        }
+    }
+    // Three leave: one frame lists them with the new count.
+    let gone: Vec<String> = clients.drain(..3).map(|c| c.id()).collect();
+    let mut left: BTreeSet<String> = BTreeSet::new();
+    let mut last_count = 0;
+    while left.len() < gone.len() {
+        let (f, skipped) = watcher.recv_type_collect("members_changed").await;
+        assert!(
+            skipped.iter().all(|v| v["type"] != "left"),
+            "no `left` past 100 members: {skipped:?}"
+        );
+        for u in f["left"].as_array().expect("left") {
+            left.insert(u["id"].as_str().expect("id").to_owned());
+        }
+        last_count = f["member_count"].as_u64().expect("member_count");
+    }
+    assert_eq!(left, gone.into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(last_count, 1 + 97 + 5);
+    drop(late);
+}

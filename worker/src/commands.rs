@@ -48,6 +48,7 @@ impl Room {
     /// Handles one text frame of a connection.
     pub fn handle_text(&mut self, conn: &Conn, text: &str) {
         self.messages_in += 1;
+        self.stats_nudge.notify_one();
         if let Err(wait) = conn.bucket.take() {
             self.strike(conn);
             self.error(

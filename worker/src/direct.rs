@@ -57,9 +57,23 @@ pub struct Waiting {
     /// Connections watching presence: their queue and the users watched
     /// (sent again after a relink).
     watching: HashMap<u64, (Arc<Outbound>, Vec<String>)>,
+    /// Wakes the room's expiry clock (see `timers::expire_queries`).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Waiting {
+    /// Nothing waiting; `wake` is told of each new request.
+    pub fn new(wake: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            wake,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     fn register(&mut self, waiter: Waiter) -> Option<u64> {
         if self.pending.len() >= MAX_PENDING {
             return None;
@@ -72,6 +86,7 @@ impl Waiting {
                 deadline: Instant::now() + TIMEOUT,
             },
         );
+        self.wake.notify_one();
         Some(self.next)
     }
 

@@ -116,9 +116,24 @@ pub struct PendingHistory {
 pub struct Queries {
     pending: HashMap<u64, PendingHistory>,
     next: u64,
+    /// Wakes the room's expiry clock (see `timers::expire_queries`).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Queries {
+    /// No request waiting; `wake` is told of each new one.
+    pub fn new(wake: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            pending: HashMap::new(),
+            next: 0,
+            wake,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Registers a request; its id, or `None` when too many wait already.
     pub fn register(&mut self, out: Arc<Outbound>, memory: Vec<ChatMessage>) -> Option<u64> {
         if self.pending.len() >= MAX_PENDING_QUERIES {
@@ -133,6 +148,7 @@ impl Queries {
                 asked: Instant::now(),
             },
         );
+        self.wake.notify_one();
         Some(self.next)
     }
 

@@ -9,6 +9,7 @@
 //! snapshot (settings, server config, secrets), bind the room's port, tell the
 //! master it is listening, then serve until told to stop or the time limit.
 
+mod announce;
 mod bans;
 mod caps;
 mod commands;
@@ -158,6 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     tokio::spawn(timers::heartbeat(worker.clone()));
     tokio::spawn(timers::expire_queries(worker.clone()));
+    tokio::spawn(timers::members_batches(worker.clone()));
     if let Some(limit) = snapshot.room.settings.time_limit_secs {
         tokio::spawn(timers::time_limit(
             worker.clone(),

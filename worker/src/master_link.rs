@@ -23,6 +23,11 @@ use crate::state::Worker;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval of stats reports.
 const STATS_EVERY: Duration = Duration::from_millis(500);
+/// Longest gap between two stats checks: a check that finds nothing new
+/// doubles the gap up to this, and a join, a leave, a client frame or a
+/// store confirmation (the room's `stats_nudge`) brings it back to
+/// [`STATS_EVERY`]. An idle room wakes for stats once in this long.
+const STATS_IDLE: Duration = Duration::from_secs(8);
 /// Time a closing room waits for its last messages to be stored.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Longest wait between two reconnection attempts.
@@ -177,8 +182,10 @@ async fn session(worker: &Arc<Worker>, link: Link, outgoing: &Notices) -> Result
         link.writer,
         LinkOptions::with_silence(heartbeat * 4),
     );
-    let mut stats = tokio::time::interval(STATS_EVERY);
-    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let nudge = worker.room().stats_nudge.clone();
+    let mut stats_every = STATS_EVERY;
+    let stats = tokio::time::sleep(STATS_EVERY);
+    tokio::pin!(stats);
     let mut last = chat_shared::ipc::RoomStats::default();
     let flush = worker.room().flush.clone();
     // A new link: whatever the master has not confirmed is sent again.
@@ -191,12 +198,23 @@ async fn session(worker: &Arc<Worker>, link: Link, outgoing: &Notices) -> Result
             _ = worker.shutdown.cancelled() => break,
             _ = flush.notified(), if !want_flush => want_flush = true,
             m = outgoing.recv(), if pending.is_none() => pending = Some(m),
-            _ = stats.tick(), if pending.is_none() => {
+            _ = &mut stats, if pending.is_none() => {
                 let now = worker.stats();
                 if now != last {
                     pending = Some(WorkerMsg::Stats(now));
                     last = now;
+                    stats_every = STATS_EVERY;
+                } else {
+                    stats_every = (stats_every * 2).min(STATS_IDLE);
                 }
+                stats.as_mut().reset(tokio::time::Instant::now() + stats_every);
+            }
+            _ = nudge.notified(), if stats_every > STATS_EVERY => {
+                // Something changed after a quiet spell.
+                stats_every = STATS_EVERY;
+                let soon = tokio::time::Instant::now() + STATS_EVERY;
+                let at = stats.deadline().min(soon);
+                stats.as_mut().reset(at);
             }
             permit = tx.reserve(), if pending.is_some() || want_flush => {
                 let permit = permit?;

@@ -56,11 +56,15 @@ impl User {
     }
 }
 
-/// Every member by id, and their order by (name, id).
+/// Every member by id, their order by (name, id), and the signed-in
+/// members by the skeleton of their name (so a join's look-alike check
+/// costs one look-up, not one comparison per member).
 #[derive(Debug, Default)]
 pub struct Members {
     users: HashMap<String, User>,
     order: BTreeSet<(String, String)>,
+    /// Name skeleton → ids of signed-in (non-guest) members with it.
+    skeletons: HashMap<String, Vec<String>>,
 }
 
 impl Members {
@@ -92,6 +96,25 @@ impl Members {
     /// The member `id`, added with `name` and `role` if new; an existing
     /// member takes the new name and role (the latest connection wins).
     pub fn upsert(&mut self, id: &str, name: &str, role: Role) -> &mut User {
+        // The skeleton index follows the name and whether the member is
+        // signed in.
+        let indexed = self
+            .users
+            .get(id)
+            .filter(|u| u.role != Role::Guest)
+            .map(|u| u.name.clone());
+        let index = role != Role::Guest;
+        match indexed {
+            Some(old) if index && old == name => {}
+            Some(old) => {
+                unindex(&mut self.skeletons, &old, id);
+                if index {
+                    self.index(name, id);
+                }
+            }
+            None if index => self.index(name, id),
+            None => {}
+        }
         let user = self.users.entry(id.to_owned()).or_insert_with(|| User {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -112,7 +135,27 @@ impl Members {
     pub fn remove(&mut self, id: &str) -> Option<User> {
         let user = self.users.remove(id)?;
         self.order.remove(&(user.name.clone(), user.id.clone()));
+        if user.role != Role::Guest {
+            unindex(&mut self.skeletons, &user.name, id);
+        }
         Some(user)
+    }
+
+    fn index(&mut self, name: &str, id: &str) {
+        self.skeletons
+            .entry(crate::confusables::name_skeleton(name))
+            .or_default()
+            .push(id.to_owned());
+    }
+
+    /// The signed-in members other than `id` whose name has `skeleton`.
+    pub fn signed_in_like(&self, skeleton: &str, id: &str) -> impl Iterator<Item = &User> {
+        self.skeletons
+            .get(skeleton)
+            .into_iter()
+            .flatten()
+            .filter(move |other| other.as_str() != id)
+            .filter_map(|other| self.users.get(other))
     }
 
     /// A page of members ordered by (name, id), after the member `after`;
@@ -130,6 +173,17 @@ impl Members {
             .filter_map(|(_, id)| self.users.get(id).map(User::member))
             .collect();
         (members, ids.next().is_some())
+    }
+}
+
+/// Drops `id` from the skeleton index under `name`.
+fn unindex(skeletons: &mut HashMap<String, Vec<String>>, name: &str, id: &str) {
+    let key = crate::confusables::name_skeleton(name);
+    if let Some(ids) = skeletons.get_mut(&key) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            skeletons.remove(&key);
+        }
     }
 }
 
@@ -161,5 +215,30 @@ mod tests {
         assert_eq!(p[0].role, Role::Moderator);
         assert!(!more);
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn look_alikes_are_found_among_signed_in_members_only() {
+        let mut m = Members::default();
+        m.upsert("u1", "Alice", Role::Member);
+        m.upsert("g1", "Bob", Role::Guest);
+        let like = |m: &Members, name: &str, id: &str| -> Vec<String> {
+            let key = crate::confusables::name_skeleton(name);
+            m.signed_in_like(&key, id).map(|u| u.id.clone()).collect()
+        };
+        assert_eq!(like(&m, "ALICE", "x"), vec!["u1"]);
+        assert!(like(&m, "alice", "u1").is_empty(), "not oneself");
+        assert!(like(&m, "bob", "x").is_empty(), "guests are not indexed");
+        // A rename and a removal follow.
+        m.upsert("u1", "Carol", Role::Moderator);
+        assert!(like(&m, "alice", "x").is_empty());
+        assert_eq!(like(&m, "carol", "x"), vec!["u1"]);
+        m.upsert("g1", "Bob", Role::Member);
+        assert_eq!(like(&m, "bob", "x"), vec!["g1"]);
+        m.upsert("g1", "Bob", Role::Guest);
+        assert!(like(&m, "bob", "x").is_empty());
+        m.remove("u1");
+        assert!(like(&m, "carol", "x").is_empty());
+        assert!(m.skeletons.is_empty());
     }
 }

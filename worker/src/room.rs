@@ -12,6 +12,7 @@ use chat_shared::protocol::{ChatMessage, Member, Role, ServerMsg, UserRef, close
 use chat_shared::reference::ReferenceIndex;
 use chat_shared::settings::RoomSettings;
 
+use crate::announce::Route;
 use crate::filters::Filters;
 use crate::history::{History, PendingHistory, Queries};
 use crate::identity::{Identity, Refusal};
@@ -70,6 +71,13 @@ pub struct Room {
     pub welcome_history_bytes: usize,
     /// Direct-message requests waiting for the master.
     pub direct: crate::direct::Waiting,
+    /// Wakes the expiry clock when a request starts waiting (an idle room
+    /// never ticks).
+    pub clock: Arc<tokio::sync::Notify>,
+    /// Wakes the master link to send stats soon after a change.
+    pub stats_nudge: Arc<tokio::sync::Notify>,
+    /// Arrivals and departures gathered in a large room.
+    pub announce: crate::announce::Announcements,
 }
 
 /// Serializes a frame once; the bytes are shared by every recipient.
@@ -95,6 +103,7 @@ pub fn now_ms() -> u64 {
 impl Room {
     pub fn new(name: String, settings: RoomSettings, epoch: u64, seq: u64) -> Self {
         let history = History::new(settings.history_size as usize);
+        let clock = Arc::new(tokio::sync::Notify::new());
         Self {
             name,
             settings,
@@ -104,7 +113,7 @@ impl Room {
             reference: ReferenceIndex::default(),
             reference_resync: false,
             filters: Filters::default(),
-            history_queries: Queries::default(),
+            history_queries: Queries::new(clock.clone()),
             linked: false,
             to_master: None,
             flush: Arc::new(tokio::sync::Notify::new()),
@@ -118,7 +127,10 @@ impl Room {
             fanout: Default::default(),
             welcome_history_bytes: chat_shared::limits::Limits::default().welcome_history_bytes
                 as usize,
-            direct: Default::default(),
+            direct: crate::direct::Waiting::new(clock.clone()),
+            clock,
+            stats_nudge: Default::default(),
+            announce: Default::default(),
         }
     }
 
@@ -208,11 +220,10 @@ impl Room {
         // a guest may not look like any signed-in member (TR39 skeletons:
         // case, homoglyphs and invisible characters ignored).
         let skeleton = crate::confusables::name_skeleton(&who.name);
-        let posed = self.users.values().find(|u| {
-            u.id != who.id
-                && (u.role.moderates() || (who.role == Role::Guest && u.role != Role::Guest))
-                && crate::confusables::name_skeleton(&u.name) == skeleton
-        });
+        let posed = self
+            .users
+            .signed_in_like(&skeleton, &who.id)
+            .find(|u| u.role.moderates() || who.role == Role::Guest);
         if let Some(u) = posed {
             let reason = if u.role.moderates() {
                 "name looks like that of a moderator in the room"
@@ -309,9 +320,13 @@ impl Room {
                 user: who.id.clone(),
             });
         }
+        self.stats_nudge.notify_one();
         if first {
-            let joined = encode(&ServerMsg::Joined { user: me });
-            self.broadcast(&joined, None, Some(&conn.user_id));
+            let before = self.users.len().saturating_sub(1);
+            if self.announce.joined(&me, before) == Route::Now {
+                let joined = encode(&ServerMsg::Joined { user: me });
+                self.broadcast(&joined, None, Some(&conn.user_id));
+            }
         }
         Ok(conn)
     }
@@ -349,6 +364,7 @@ impl Room {
             return;
         };
         user.conns.retain(|c| c.id != conn.id);
+        self.stats_nudge.notify_one();
         if user.conns.is_empty()
             && let Some(user) = self.users.remove(&conn.user_id)
         {
@@ -357,10 +373,20 @@ impl Room {
                     user: user.id.clone(),
                 });
             }
-            let left = encode(&ServerMsg::Left {
-                user: user.user_ref(),
-            });
-            self.broadcast(&left, None, None);
+            let user = user.user_ref();
+            if self.announce.left(&user, self.users.len() + 1) == Route::Now {
+                let left = encode(&ServerMsg::Left { user });
+                self.broadcast(&left, None, None);
+            }
+        }
+    }
+
+    /// Sends the gathered arrivals and departures of a large room (see
+    /// `announce.rs`).
+    pub fn flush_announcements(&mut self) {
+        if let Some(frame) = self.announce.take(self.users.len()) {
+            let bytes = encode(&frame);
+            self.broadcast(&bytes, None, None);
         }
     }
 
@@ -417,6 +443,10 @@ impl Room {
     }
 
     /// Answers the `history` requests the store did not answer in time.
+    pub fn nothing_waits(&self) -> bool {
+        self.history_queries.is_empty() && self.direct.is_empty()
+    }
+
     pub fn expire_queries(&mut self) {
         for p in self.history_queries.expired(Instant::now()) {
             self.history_unavailable(&p, "the store did not answer in time");
@@ -440,6 +470,7 @@ impl Room {
     /// The master stored every message up to `seq`: acknowledge them, and
     /// wake the link for what the confirmation lets through.
     pub fn confirm(&mut self, seq: u64) {
+        self.stats_nudge.notify_one();
         for a in self.outbox.confirm(seq) {
             let ack = encode(&ServerMsg::Ack {
                 client_id: a.client_id,

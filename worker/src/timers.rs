@@ -32,15 +32,43 @@ pub async fn heartbeat(worker: Arc<Worker>) {
     }
 }
 
-/// Answers, every second, the `history` requests the store did not answer
-/// in time (see `history.rs`).
-pub async fn expire_queries(worker: Arc<Worker>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Sends a large room's gathered arrivals and departures: woken when a
+/// batch opens, it waits [`BATCH_EVERY`](crate::announce::BATCH_EVERY) and
+/// sends it (an idle room never wakes it).
+pub async fn members_batches(worker: Arc<Worker>) {
+    let wake = worker.room().announce.wake.clone();
     loop {
         tokio::select! {
             _ = worker.shutdown.cancelled() => return,
-            _ = tick.tick() => worker.room().expire_queries(),
+            _ = wake.notified() => {}
         }
+        tokio::select! {
+            _ = worker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(crate::announce::BATCH_EVERY) => {}
+        }
+        worker.room().flush_announcements();
+    }
+}
+
+/// Answers, every second while any wait, the `history` and direct-message
+/// requests the master did not answer in time (see `history.rs`,
+/// `direct.rs`). With nothing waiting it sleeps until a request registers:
+/// an idle room has no clock ticking.
+pub async fn expire_queries(worker: Arc<Worker>) {
+    let wake = worker.room().clock.clone();
+    loop {
+        let idle = worker.room().nothing_waits();
+        if idle {
+            tokio::select! {
+                _ = worker.shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+            }
+        }
+        tokio::select! {
+            _ = worker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        worker.room().expire_queries();
     }
 }
 

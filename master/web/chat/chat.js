@@ -209,6 +209,11 @@ function onClosed(code, reason) {
 
 function retry(why, delay) {
   setStatus("offline", "offline");
+  // How many times this page went offline (a reconnect can be quicker than
+  // anyone looking: the count stays).
+  const st = $("status");
+  st.dataset.drops = String(Number(st.dataset.drops || 0) + 1);
+  st.dataset.lastOffline = why || "";
   $("send").disabled = true;
   const ms = delay !== undefined ? delay : Math.min(15000, 500 * 2 ** S.attempt++) * (0.75 + Math.random() / 2);
   let left = Math.ceil(ms / 1000);
@@ -271,6 +276,7 @@ function handle(f) {
     case "deleted": return onDeleted(f);
     case "joined": return onJoined(f.user);
     case "left": return onLeft(f.user);
+    case "members_changed": return onMembersChanged(f);
     case "members":
       for (const m of f.members) S.members.set(m.id, m);
       if (f.more && f.members.length) send({ type: "members", after: f.members[f.members.length - 1].id });
@@ -565,6 +571,24 @@ function onLeft(u) {
   renderMembers();
   renderTyping();
   system(`${u.name} left.`);
+}
+
+// A large room's arrivals and departures, gathered (at most one a second).
+function onMembersChanged(f) {
+  for (const u of f.left) {
+    S.members.delete(u.id);
+    S.typers.delete(u.id);
+  }
+  for (const u of f.joined) S.members.set(u.id, u);
+  S.memberCount = f.member_count;
+  renderMembers();
+  renderTyping();
+  const others = f.joined.filter((u) => !S.myIds.has(u.id));
+  const parts = [];
+  if (others.length) parts.push(`${others.map((u) => u.name).join(", ")} joined`);
+  if (f.left.length) parts.push(`${f.left.map((u) => u.name).join(", ")} left`);
+  if (f.more) parts.push("and others came and went");
+  if (parts.length) system(`${parts.join("; ")}.`);
 }
 
 function renderMembers() {
