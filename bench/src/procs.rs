@@ -109,6 +109,44 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// CPU time and times scheduled of processes, summed over all their
+/// threads, from the scheduler's own accounting
+/// (`/proc/<pid>/task/<tid>/schedstat`: nanoseconds on a CPU, then time
+/// waiting, then timeslices run). Unlike `/proc/<pid>/stat`, which counts
+/// 10 ms ticks, this sees a process that ran 50 µs. `None` when the kernel
+/// keeps no schedstat (then use [`cpu_seconds`]).
+pub fn sched(pids: &[u32]) -> Option<Sched> {
+    let mut total = Sched::default();
+    let mut any = false;
+    for &pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+                continue;
+            };
+            let mut f = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+            if let (Some(Some(ns)), Some(Some(_)), Some(Some(slices))) =
+                (f.next(), f.next(), f.next())
+            {
+                total.cpu_ns += ns;
+                total.slices += slices;
+                any = true;
+            }
+        }
+    }
+    any.then_some(total)
+}
+
+/// See [`sched`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sched {
+    pub cpu_ns: u64,
+    /// Times a thread was put on a CPU (about its wake-ups).
+    pub slices: u64,
+}
+
 /// A process and its live children (a Node peer and the rooms it forked).
 pub fn with_children(pid: u32) -> Vec<u32> {
     let mut v = vec![pid];

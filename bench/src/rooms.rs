@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::benches::say;
-use crate::procs::CpuOf;
+use crate::procs::{self, CpuOf};
 use crate::report::{Table, fmt_f, fmt_ms};
 use crate::stats::{self, Pcts};
 use crate::targets::OurServer;
@@ -54,6 +54,17 @@ pub struct RoomsResult {
     pub master_cores: f64,
     /// Every room's CPU together while they idle, in cores.
     pub rooms_cores: f64,
+    /// Where the two figures above come from: `schedstat` (the scheduler's
+    /// nanoseconds, summed over threads) or `stat` (10 ms ticks, blind to a
+    /// process that runs less than a tick).
+    pub cpu_source: &'static str,
+    /// Times the master's threads were scheduled per second while idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_wakeups_per_sec: Option<f64>,
+    /// Times a room's threads were scheduled per second while idle, per
+    /// room (all rooms' sum / rooms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_wakeups_per_sec: Option<f64>,
     /// SIGTERM to the master → the master and every room exited.
     pub shutdown_secs: f64,
     /// Rooms still running at the end of the shutdown bound (then killed).
@@ -165,10 +176,39 @@ async fn measure(
     let master_cpu = CpuOf::Pids(vec![master_pid]);
     let rooms_cpu = CpuOf::Pids(pids.clone());
     let idle = Duration::from_secs_f64(p.idle_secs.max(0.5));
+    let sched0 = (procs::sched(&[master_pid]), procs::sched(&pids));
     let (m0, r0, t_idle) = (master_cpu.seconds(), rooms_cpu.seconds(), Instant::now());
     tokio::time::sleep(idle).await;
     let secs = t_idle.elapsed().as_secs_f64();
     let (m1, r1) = (master_cpu.seconds(), rooms_cpu.seconds());
+    let sched1 = (procs::sched(&[master_pid]), procs::sched(&pids));
+    let per_sec = |a: procs::Sched, b: procs::Sched| {
+        (
+            b.cpu_ns.saturating_sub(a.cpu_ns) as f64 / 1e9 / secs,
+            b.slices.saturating_sub(a.slices) as f64 / secs,
+        )
+    };
+    let (cpu_source, master_cores, rooms_cores, master_wakeups, room_wakeups) =
+        match (sched0, sched1) {
+            ((Some(ma), Some(ra)), (Some(mb), Some(rb))) => {
+                let (mc, mw) = per_sec(ma, mb);
+                let (rc, rw) = per_sec(ra, rb);
+                (
+                    "schedstat",
+                    mc,
+                    rc,
+                    Some(mw),
+                    Some(rw / pids.len().max(1) as f64),
+                )
+            }
+            _ => (
+                "stat",
+                (m1 - m0).max(0.0) / secs,
+                (r1 - r0).max(0.0) / secs,
+                None,
+                None,
+            ),
+        };
 
     let res = RoomsResult {
         requested: n,
@@ -185,8 +225,11 @@ async fn measure(
         room_pss_median_kb: stats::median(&pss).unwrap_or(0.0) / 1024.0,
         master_pss_mb: master_pss as f64 / 1_048_576.0,
         idle_secs: secs,
-        master_cores: (m1 - m0).max(0.0) / secs,
-        rooms_cores: (r1 - r0).max(0.0) / secs,
+        master_cores,
+        rooms_cores,
+        cpu_source,
+        master_wakeups_per_sec: master_wakeups,
+        room_wakeups_per_sec: room_wakeups,
         shutdown_secs: 0.0,
         rooms_left_after_shutdown: 0,
     };
@@ -206,6 +249,7 @@ fn print(r: &RoomsResult) {
             "master PSS MB",
             "master % core",
             "rooms % core",
+            "wake-ups/s: master / per room",
             "shutdown s",
             "left",
         ],
@@ -228,6 +272,10 @@ fn print(r: &RoomsResult) {
         fmt_f(r.master_pss_mb, 1),
         fmt_f(r.master_cores * 100.0, 2),
         fmt_f(r.rooms_cores * 100.0, 2),
+        match (r.master_wakeups_per_sec, r.room_wakeups_per_sec) {
+            (Some(m), Some(w)) => format!("{} / {}", fmt_f(m, 0), fmt_f(w, 2)),
+            _ => "-".into(),
+        },
         fmt_f(r.shutdown_secs, 2),
         r.rooms_left_after_shutdown.to_string(),
     ]);

@@ -261,6 +261,12 @@ fn rooms(runs: &[Run]) -> String {
                 num(&v["room_pss_median_kb"], 0),
                 num(&v["master_cores"].as_f64().map(|x| x * 100.0).into(), 2),
                 num(&v["rooms_cores"].as_f64().map(|x| x * 100.0).into(), 2),
+                format!(
+                    "{} / {}",
+                    num(&v["master_wakeups_per_sec"], 0),
+                    num(&v["room_wakeups_per_sec"], 2)
+                ),
+                v["cpu_source"].as_str().unwrap_or("stat").to_owned(),
                 num(&v["shutdown_secs"], 2),
                 int(&v["rooms_left_after_shutdown"]),
             ]
@@ -276,6 +282,8 @@ fn rooms(runs: &[Run]) -> String {
             "PSS per room KB",
             "master % of a core",
             "all rooms % of a core",
+            "wake-ups/s: master / per room",
+            "CPU from",
             "shutdown s",
             "left running",
         ],
@@ -466,14 +474,18 @@ mod tests {
                 json!({"pinned": null, "results": {"rooms": {
                     "created": 5, "requested": 5, "create_secs": 0.1, "rooms_pss_total_mb": 2.0,
                     "master_cores": 0.01, "rooms_cores": 0.02, "shutdown_secs": 0.5,
-                    "rooms_left_after_shutdown": 0
+                    "rooms_left_after_shutdown": 0, "cpu_source": "schedstat",
+                    "master_wakeups_per_sec": 512.4, "room_wakeups_per_sec": 0.61
                 }}}),
             ),
         ];
         let s = render("2026-12-03", &runs);
         assert!(s.contains("| capacity-pinned-1.json | shootout | pinned | 14000 (fails at 14700) | 12000 (fails at 12600) | 1.17 | 1.50 | 4.50 | 3.00 |"), "{s}");
         assert!(s.contains("| rooms-1.json | 5 / 5 | 0.10 |"), "{s}");
-        assert!(s.contains("| 1.00 | 2.00 | 0.50 | 0 |"), "{s}");
+        assert!(
+            s.contains("| 1.00 | 2.00 | 512 / 0.61 | schedstat | 0.50 | 0 |"),
+            "{s}"
+        );
         // Benchmarks without results are marked as still to be measured.
         assert!(s.contains("| to be measured |"), "{s}");
         assert!(s.contains("`chatbench capacity --pin`"), "{s}");
