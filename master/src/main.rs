@@ -70,23 +70,54 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// Raises the soft open-file limit to the hard limit: every client is a file.
-fn raise_nofile() {
+/// Descriptors the master holds per room (its IPC socket and the child's
+/// pidfd).
+const FDS_PER_ROOM: u64 = 2;
+/// Descriptors kept for everything else (API clients, store, logs).
+const FDS_SPARE: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard limit (every client is a
+/// file), and warns when it cannot hold `rooms` rooms.
+fn raise_nofile(rooms: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
-            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-file limit");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, soft, "cannot raise the open-file limit");
+                soft
+            }
         },
-        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+        Ok((soft, _)) => {
+            tracing::info!(limit = soft, "open-file limit");
+            soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return;
+        }
+    };
+    let rooms = u64::try_from(rooms).unwrap_or(u64::MAX);
+    let needed = rooms.saturating_mul(FDS_PER_ROOM).saturating_add(FDS_SPARE);
+    if limit < needed {
+        let fit = limit.saturating_sub(FDS_SPARE) / FDS_PER_ROOM;
+        tracing::warn!(
+            limit,
+            needed,
+            rooms_that_fit = fit,
+            "the open-file limit is too low for the configured rooms (two descriptors per room); \
+             creates past that fail with `Too many open files`: raise LimitNOFILE or lower --max-rooms"
+        );
     }
 }
 
 async fn run(mut cfg: Config, log: logging::LogControl) -> anyhow::Result<()> {
     let pid = std::process::id();
     let _span = tracing::info_span!("chatserver", pid).entered();
-    raise_nofile();
+    raise_nofile(cfg.capacity());
     let run_dir = RunDir::open(&cfg.run_dir)?;
     // Port 0 binds any free port; from here on the configuration holds the
     // bound ports (host names, master.json). A re-executed master keeps the

@@ -451,3 +451,29 @@ async fn shootout_mode() {
     );
     b.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// A client's close gets the room's close in reply (the closing handshake),
+/// echoing its code; a code that may not be sent back is answered with 1000.
+#[tokio::test]
+async fn a_clients_close_is_answered_with_a_close() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let (_s, port) = room("handshake").await;
+    for (sent, want) in [(Some(1000u16), 1000u16), (Some(4000), 4000), (None, 1000)] {
+        let mut c = Client::guest(port, "leaver").await;
+        let frame = sent.map(|code| CloseFrame {
+            code: CloseCode::from(code),
+            reason: "bye".into(),
+        });
+        c.ws()
+            .send(Message::Close(frame))
+            .await
+            .expect("send the close");
+        match c.next_event(Duration::from_secs(5)).await {
+            chat_tests::Event::Close(Some((code, _))) => assert_eq!(code, want, "sent {sent:?}"),
+            other => panic!("sent {sent:?}: expected the room's close, got {other:?}"),
+        }
+    }
+}

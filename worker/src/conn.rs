@@ -118,7 +118,18 @@ async fn read_loop(mut stream: Reader, worker: &Worker, conn: &crate::room::Conn
                 );
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => return,
+            Message::Close(frame) => {
+                // tungstenite queues its reply to a close only on the next
+                // read, which never comes: reply here, echoing the client's
+                // code (1000 when it gave none or one not to be sent). The
+                // writer sends it after the queue, then ends.
+                let code = frame
+                    .map(|f| f.code)
+                    .filter(|c| c.is_allowed())
+                    .map_or(close::NORMAL, u16::from);
+                conn.out.raw(crate::wire::close_frame(code, ""));
+                return;
+            }
         }
     }
 }
