@@ -29,6 +29,35 @@ fn warn_malformed(collection: &str, reason: &str) {
     tracing::warn!(collection, %reason, "skipping a malformed document");
 }
 
+impl MongoStore {
+    /// The newest `limit` documents of `collection` matching `filter` (seq
+    /// descending on the index), returned oldest first; malformed ones are
+    /// skipped with a warning.
+    async fn newest_page<T>(
+        &self,
+        collection: &str,
+        filter: Document,
+        limit: u32,
+        parse: fn(&Document) -> Result<T, String>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut cursor = self
+            .coll(collection)
+            .find(filter)
+            .sort(doc! { "seq": -1 })
+            .limit(i64::from(limit))
+            .await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            match parse(&d) {
+                Ok(m) => out.push(m),
+                Err(reason) => warn_malformed(collection, &reason),
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl SearchStore for MongoStore {
     async fn conversations_page(
@@ -98,21 +127,8 @@ impl SearchStore for MongoStore {
         if let Some(q) = q {
             filter.insert("text", text_filter(q));
         }
-        let mut cursor = self
-            .coll("direct_messages")
-            .find(filter)
-            .sort(doc! { "seq": -1 })
-            .limit(i64::from(limit))
-            .await?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            match dm_from_doc(&d) {
-                Ok(m) => out.push(m),
-                Err(reason) => warn_malformed("direct_messages", &reason),
-            }
-        }
-        out.reverse();
-        Ok(out)
+        self.newest_page("direct_messages", filter, limit, dm_from_doc)
+            .await
     }
 
     async fn room_page(
@@ -132,20 +148,7 @@ impl SearchStore for MongoStore {
             // stores `$set: {deleted: true}` as an integer.
             filter.insert("deleted", doc! { "$nin": [true, 1_i32] });
         }
-        let mut cursor = self
-            .coll("messages")
-            .find(filter)
-            .sort(doc! { "seq": -1 })
-            .limit(i64::from(limit))
-            .await?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await? {
-            match message_from_doc(&d) {
-                Ok(m) => out.push(m),
-                Err(reason) => warn_malformed("messages", &reason),
-            }
-        }
-        out.reverse();
-        Ok(out)
+        self.newest_page("messages", filter, limit, message_from_doc)
+            .await
     }
 }

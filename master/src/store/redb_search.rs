@@ -72,22 +72,11 @@ impl SearchStore for RedbStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(DMS)?;
-            let mut out = Vec::new();
-            for entry in table.range((id.as_str(), 0)..(id.as_str(), before))?.rev() {
-                let (k, v) = entry?;
-                let key = k.value();
-                let Some(m) = decode::<DirectMessage>("direct_messages", &key, v.value()) else {
-                    continue;
-                };
-                if q.as_ref().is_none_or(|q| q.matches(&m.text)) {
-                    out.push(m);
-                    if out.len() >= limit as usize {
-                        break;
-                    }
-                }
-            }
-            out.reverse();
-            Ok(out)
+            let range = table.range((id.as_str(), 0)..(id.as_str(), before))?;
+            newest_page(range, limit, |key, bytes| {
+                decode::<DirectMessage>("direct_messages", &key, bytes)
+                    .filter(|m| q.as_ref().is_none_or(|q| q.matches(&m.text)))
+            })
         })
         .await
     }
@@ -107,31 +96,36 @@ impl SearchStore for RedbStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(MESSAGES)?;
-            let mut out = Vec::new();
-            for entry in table
-                .range((room.as_str(), 0)..(room.as_str(), before))?
-                .rev()
-            {
-                let (k, v) = entry?;
-                let seq = k.value().1;
-                let Some(m) = decode::<StoredMessage>("messages", &(&room, seq), v.value()) else {
-                    continue;
-                };
-                let m = m.into_record(&room, seq);
-                let keep = match &q {
-                    None => true,
-                    Some(q) => !m.deleted && q.matches(&m.text),
-                };
-                if keep {
-                    out.push(m);
-                    if out.len() >= limit as usize {
-                        break;
-                    }
-                }
-            }
-            out.reverse();
-            Ok(out)
+            let range = table.range((room.as_str(), 0)..(room.as_str(), before))?;
+            newest_page(range, limit, |(_, seq), bytes| {
+                let m = decode::<StoredMessage>("messages", &(&room, seq), bytes)?
+                    .into_record(&room, seq);
+                // A deleted message's text is never searched.
+                let keep = q.as_ref().is_none_or(|q| !m.deleted && q.matches(&m.text));
+                keep.then_some(m)
+            })
         })
         .await
     }
+}
+
+/// Walks a `(name, seq)` key range backwards and keeps what `pick` returns
+/// (decoded and matching) until `limit` are kept; oldest first.
+fn newest_page<'a, T>(
+    range: redb::Range<'a, (&'static str, u64), &'static [u8]>,
+    limit: u32,
+    mut pick: impl FnMut((&str, u64), &[u8]) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in range.rev() {
+        let (k, v) = entry?;
+        if let Some(m) = pick(k.value(), v.value()) {
+            out.push(m);
+            if out.len() >= limit as usize {
+                break;
+            }
+        }
+    }
+    out.reverse();
+    Ok(out)
 }
