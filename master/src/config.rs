@@ -55,9 +55,16 @@ pub struct Config {
     /// Interval of WebSocket pings to clients.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
-    /// Interval of IPC heartbeats between master and rooms.
+    /// Interval of IPC heartbeats between master and a busy room (a worker
+    /// silent for four of them is taken for hung and replaced).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub ipc_heartbeat: Duration,
+    /// Longest interval of IPC heartbeats to a room that idles: the
+    /// interval doubles while a room sends nothing but its answers, up to
+    /// this (never below --ipc-heartbeat), and drops back at its next frame.
+    /// A hung idle room is found within four of these.
+    #[arg(long, default_value = "16s", value_parser = humantime::parse_duration)]
+    pub ipc_idle_heartbeat: Duration,
     /// Largest WebSocket message a client may send, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_frame_bytes: u32,
@@ -293,6 +300,11 @@ impl Config {
                 .filter(|o| !o.is_empty())
                 .collect(),
         }
+    }
+
+    /// The longest heartbeat interval, never below the busy one.
+    pub fn ipc_idle_heartbeat(&self) -> Duration {
+        self.ipc_idle_heartbeat.max(self.ipc_heartbeat)
     }
 
     pub fn capacity(&self) -> usize {

@@ -19,6 +19,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf, UCred};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::heartbeat::Heartbeat;
 use crate::ipc_peer::PeerCheck;
 use crate::registry::RoomEntry;
 use crate::room_bans::Order;
@@ -222,24 +223,29 @@ async fn linked(
     mut orders: mpsc::UnboundedReceiver<MasterMsg>,
 ) {
     let room = entry.name.as_str();
-    let every = master.registry.ipc_heartbeat();
+    let (busy_every, idle_every) = master.registry.ipc_heartbeats();
     let (tx, mut rx) = link::spawn::<_, _, WorkerMsg, MasterMsg>(
         reader,
         writer,
-        LinkOptions::with_silence(every * 4),
+        LinkOptions::with_silence(busy_every * 4),
     );
-    let mut beat = tokio::time::interval(every);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = Heartbeat::new(busy_every, idle_every);
+    let tick = tokio::time::sleep(beat.every());
+    tokio::pin!(tick);
     let mut nonce = 0u64;
     // An order taken from the room's channel, waiting for room in the queue.
     let mut next: Option<MasterMsg> = None;
     loop {
         tokio::select! {
-            _ = beat.tick() => {
+            _ = &mut tick => {
                 nonce += 1;
                 // Dropped when heartbeats pile up: the peer is then slow to
                 // read, and the silence bound decides.
                 let _ = tx.send_priority(&MasterMsg::Ping { nonce });
+                master.metrics.ipc_heartbeat();
+                let every = beat.sent();
+                rx.set_silence(every * 4);
+                tick.as_mut().reset(tokio::time::Instant::now() + every);
             }
             out = orders.recv(), if next.is_none() => match out {
                 Some(m) => next = Some(m),
@@ -256,12 +262,24 @@ async fn linked(
                 }
             }
             msg = rx.recv() => match msg {
-                Ok(m) => on_message(master, entry, session, m),
+                Ok(m) => {
+                    if matches!(m, WorkerMsg::Pong { .. }) {
+                        beat.answered();
+                    } else if beat.heard() {
+                        // Back to the busy rhythm: the next heartbeat comes
+                        // within one busy interval, and so does the bound.
+                        rx.set_silence(busy_every * 4);
+                        let soon = tokio::time::Instant::now() + busy_every;
+                        let at = tick.deadline().min(soon);
+                        tick.as_mut().reset(at);
+                    }
+                    on_message(master, entry, session, m);
+                }
                 Err(LinkError::Closed) => break,
                 Err(LinkError::Silent(d)) => {
                     tracing::warn!(%room, pid, silent_ms = d.as_millis() as u64, "room worker stopped answering heartbeats; terminating it");
                     master.metrics.ipc_error();
-                    crate::supervisor::terminate(pid, every * 2);
+                    crate::supervisor::terminate(pid, busy_every * 2);
                     break;
                 }
                 Err(e) => {

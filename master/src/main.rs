@@ -11,6 +11,7 @@ mod cache;
 mod catalog;
 mod config;
 mod events;
+mod heartbeat;
 mod http;
 mod ipc_peer;
 mod ipc_server;

@@ -46,6 +46,11 @@ impl Metrics {
         counter!("chat_ipc_errors_total").increment(1);
     }
 
+    /// A heartbeat sent to a room.
+    pub fn ipc_heartbeat(&self) {
+        counter!("chat_ipc_heartbeats_total").increment(1);
+    }
+
     /// Messages a room received and sent since its last report.
     pub fn messages(&self, received: u64, sent: u64) {
         counter!("chat_messages_in_total").increment(received);
@@ -150,6 +155,10 @@ fn describe() {
     describe_counter!(
         "chat_ipc_errors_total",
         "IPC connections closed on an error."
+    );
+    describe_counter!(
+        "chat_ipc_heartbeats_total",
+        "IPC heartbeats sent to rooms (less often to rooms that idle)."
     );
     describe_counter!("chat_messages_in_total", "Client frames received by rooms.");
     describe_counter!(

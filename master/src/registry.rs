@@ -242,6 +242,8 @@ pub struct Registry {
     first_port: u16,
     last_port: u16,
     capacity: usize,
+    /// IPC heartbeat intervals: while a room is busy, and the longest.
+    ipc_heartbeats: (Duration, Duration),
     /// Whether new rooms are accepted (false while draining); watched by
     /// the load-balancer tasks.
     accepting: watch::Sender<bool>,
@@ -257,6 +259,7 @@ impl Registry {
             first_port: cfg.room_ports.0,
             last_port: cfg.room_ports.1,
             capacity: cfg.capacity(),
+            ipc_heartbeats: (cfg.ipc_heartbeat, cfg.ipc_idle_heartbeat()),
             accepting: watch::Sender::new(true),
             snapshot_version: AtomicU64::new(1),
             server: Mutex::new(ServerConfig {
@@ -264,7 +267,9 @@ impl Registry {
                 ping_interval_ms: millis(cfg.ping_interval),
                 max_frame_bytes: cfg.max_frame_bytes,
                 outbound_queue_bytes: cfg.outbound_queue_bytes,
-                ipc_heartbeat_ms: millis(cfg.ipc_heartbeat),
+                // The worker's silence bound: four of the longest gaps
+                // between the master's heartbeats.
+                ipc_heartbeat_ms: millis(cfg.ipc_idle_heartbeat()),
                 refuse_joins: false,
                 limits: cfg.limits(),
             }),
@@ -503,8 +508,9 @@ impl Registry {
         }
     }
 
-    pub fn ipc_heartbeat(&self) -> Duration {
-        Duration::from_millis(lock(&self.server).ipc_heartbeat_ms)
+    /// Heartbeat intervals to rooms: while busy, and the longest while idle.
+    pub fn ipc_heartbeats(&self) -> (Duration, Duration) {
+        self.ipc_heartbeats
     }
 
     /// Pushes the current snapshot (without reference data, which travels

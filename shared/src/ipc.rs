@@ -191,7 +191,9 @@ pub struct ServerConfig {
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection before it is closed as a slow consumer.
     pub outbound_queue_bytes: u32,
-    /// Interval of IPC heartbeats.
+    /// Longest interval between the master's IPC heartbeats (the master
+    /// sends them more often while the room is busy): the worker takes the
+    /// master for gone after four of them without a byte.
     pub ipc_heartbeat_ms: u64,
     /// The server drains with connections: new joins are refused.
     pub refuse_joins: bool,

@@ -201,6 +201,12 @@ impl<In> LinkRx<In> {
         }
     }
 
+    /// Changes the silence bound (a session whose peer may send less often
+    /// widens it first, and narrows it again when the peer is heard).
+    pub fn set_silence(&mut self, silence: Duration) {
+        self.silence = silence;
+    }
+
     /// Bytes received from the peer, and time since the last one.
     pub fn activity(&self) -> &Activity {
         &self.activity

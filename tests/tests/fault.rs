@@ -160,23 +160,35 @@ async fn killed_worker_restarts_on_its_port_and_clients_resume() {
     assert_no_leftovers(&mut s).await;
 }
 
+/// A server with the given IPC heartbeat intervals (busy, idle).
+async fn with_heartbeats(busy: &str, idle: &str) -> Server {
+    Server::start(ServerOpts::new().args(["--ipc-heartbeat", busy, "--ipc-idle-heartbeat", idle]))
+        .await
+}
+
+/// Stops the worker `pid` of `room` (SIGSTOP) and waits up to `bound` for
+/// the master to replace it; the room's listing then.
+async fn hang_and_await_replacement(api: &Api, room: &str, pid: i32, bound: Duration) -> Value {
+    let stopped_at = Instant::now();
+    procs::signal(pid, Signal::SIGSTOP);
+    let listing = wait_room(api, room, bound, "the hung worker to be replaced", |r| {
+        restarted_from(r, pid)
+    })
+    .await;
+    eprintln!(
+        "hung worker of {room} replaced in {:?}",
+        stopped_at.elapsed()
+    );
+    listing
+}
+
 #[tokio::test]
 async fn hung_worker_is_terminated_and_restarted() {
-    let mut s = Server::start(ServerOpts::new().args(["--ipc-heartbeat", "200ms"])).await;
+    let mut s = with_heartbeats("200ms", "200ms").await;
     let api = Api::new(&s);
     let port = s.create_room("hung").await;
     let old = s.room_pid("hung").await;
-    let stopped_at = Instant::now();
-    procs::signal(old, Signal::SIGSTOP);
-    let room = wait_room(
-        &api,
-        "hung",
-        Duration::from_secs(10),
-        "the hung worker to be replaced",
-        |r| restarted_from(r, old),
-    )
-    .await;
-    eprintln!("hung worker replaced in {:?}", stopped_at.elapsed());
+    let room = hang_and_await_replacement(&api, "hung", old, Duration::from_secs(10)).await;
     assert_eq!(room["port"], port, "{room}");
     assert_eq!(room["restarts"], 1, "{room}");
     // The stopped worker was killed (SIGTERM stays pending on a stopped
@@ -190,6 +202,63 @@ async fn hung_worker_is_terminated_and_restarted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_accepts_join(port, "after-hang").await;
+    s.remember_workers().await;
+    s.stop_gracefully().await;
+    assert_no_leftovers(&mut s).await;
+}
+
+/// Heartbeats sent to rooms so far.
+async fn heartbeats(s: &Server) -> f64 {
+    chat_tests::metrics::scrape(s)
+        .await
+        .sum("chat_ipc_heartbeats_total")
+}
+
+/// Heartbeats sent while `during` runs.
+async fn heartbeats_during(s: &Server, during: impl std::future::Future<Output = ()>) -> f64 {
+    let before = heartbeats(s).await;
+    during.await;
+    heartbeats(s).await - before
+}
+
+#[tokio::test]
+async fn an_idle_room_gets_fewer_heartbeats_and_a_hung_one_is_still_replaced() {
+    // Busy 100 ms, idle 800 ms: an idle room backs off to one heartbeat per
+    // 800 ms within 0.7 s; without the backoff it would get ten a second.
+    let mut s = with_heartbeats("100ms", "800ms").await;
+    let api = Api::new(&s);
+    let port = s.create_room("quiet").await;
+    // Settle (the backoff reaches its cap), then count over 4 s: about 5
+    // at 800 ms, 40 at 100 ms.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = heartbeats_during(&s, tokio::time::sleep(Duration::from_secs(4))).await;
+    assert!(
+        (2.0..=10.0).contains(&idle),
+        "an idle room got {idle} heartbeats in 4 s (800 ms idle interval)"
+    );
+
+    // A chatting room is back on the busy rhythm (its stats are frames of
+    // its own): about 20 in 2 s.
+    let mut c = Client::guest(port, "talker").await;
+    let busy = heartbeats_during(&s, async {
+        for i in 0..10 {
+            c.say_acked(&format!("line {i}")).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        busy >= 10.0,
+        "a chatting room got {busy} heartbeats in about 2 s (100 ms busy interval)"
+    );
+    c.close().await;
+
+    // Idle again, then hung: found within four idle intervals and replaced.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let old = s.room_pid("quiet").await;
+    let room = hang_and_await_replacement(&api, "quiet", old, Duration::from_secs(15)).await;
+    assert_eq!(room["port"], port, "{room}");
+    assert_accepts_join(port, "after-idle-hang").await;
     s.remember_workers().await;
     s.stop_gracefully().await;
     assert_no_leftovers(&mut s).await;
