@@ -25,6 +25,8 @@ pub struct Env {
     pub peers_dir: PathBuf,
     pub ours: bool,
     pub node: bool,
+    /// Extra arguments for our master.
+    pub server_args: Vec<String>,
 }
 
 /// One benchmark's results: ours, the Node peer's, and their ratios.
@@ -187,7 +189,7 @@ pub async fn spawn(env: &Env, p: &SpawnParams) -> Pair<SpawnSide> {
         say(format!("spawn: ours, {n} rooms"));
         Some(
             async {
-                let s = OurServer::start(&env.bin_dir, u16::try_from(n)?).await?;
+                let s = OurServer::start(env, u16::try_from(n)?).await?;
                 let r = spawn_core(&s.http, &s.api, &s.key, &s.admin, &s.admin_key, n).await;
                 s.stop().await;
                 r
@@ -477,7 +479,7 @@ pub async fn fanout(env: &Env, p: &StepParams) -> Pair<StepsSide> {
         say(format!("fanout: ours, steps {:?}", p.steps));
         Some(
             async {
-                let s = OurServer::start(&env.bin_dir, 1).await?;
+                let s = OurServer::start(env, 1).await?;
                 let r = async {
                     let port = s.create_room("fanout", None).await?;
                     let pid = s.room_pid("fanout").await? as u32;
@@ -586,7 +588,7 @@ pub async fn shootout(
             ));
             Some(
                 async {
-                    let s = OurServer::start(&env.bin_dir, 1).await?;
+                    let s = OurServer::start(env, 1).await?;
                     let r = async {
                         let port = s
                             .create_room("shootout", Some(&json!({"mode": "shootout"})))
@@ -700,7 +702,7 @@ pub async fn idle(env: &Env, p: &IdleParams) -> Pair<IdleSide> {
         say(format!("idle: ours, {} connections", p.conns));
         Some(
             async {
-                let s = OurServer::start(&env.bin_dir, 1).await?;
+                let s = OurServer::start(env, 1).await?;
                 let r = async {
                     let port = s.create_room("idle", None).await?;
                     let pid = s.room_pid("idle").await?;
@@ -981,7 +983,7 @@ pub async fn isolation(env: &Env, p: &IsolationParams) -> IsolationResult {
         say("isolation: ours (room A and B are separate worker processes)");
         Some(
             async {
-                let s = OurServer::start(&env.bin_dir, 2).await?;
+                let s = OurServer::start(env, 2).await?;
                 let r = async {
                     let a = s.create_room("flooded", None).await?;
                     let b = s.create_room("quiet", None).await?;

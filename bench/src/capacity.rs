@@ -291,7 +291,7 @@ async fn node_side(
 }
 
 async fn our_side(env: &Env, ladder: &[usize], p: &CapacityParams) -> anyhow::Result<CapacitySide> {
-    let s = OurServer::start(&env.bin_dir, 1).await?;
+    let s = OurServer::start(env, 1).await?;
     let r = async {
         let target = match p.proto {
             Proto::Shootout => {

@@ -136,7 +136,7 @@ pub async fn joins(env: &Env, p: &JoinsParams, nofile: u64) -> anyhow::Result<Pa
         ));
         Some(
             async {
-                let s = OurServer::start(&env.bin_dir, 1).await?;
+                let s = OurServer::start(env, 1).await?;
                 let r = async {
                     let port = s.create_room("joins", None).await?;
                     let pid = s.room_pid("joins").await? as u32;

@@ -64,6 +64,10 @@ struct Common {
     /// Skip our server (run only the Node.js peers).
     #[arg(long, global = true)]
     no_ours: bool,
+    /// An extra argument for our master (repeat it for more), e.g.
+    /// `--server-arg=--ipc-idle-heartbeat=2s` to compare a setting in one run.
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -281,6 +285,7 @@ async fn run(cli: Cli, nofile: u64, pinning: Option<pin::Pinning>) -> anyhow::Re
         peers_dir: targets::peers_dir(cli.common.peers_dir.as_deref()),
         ours: !cli.common.no_ours,
         node: !cli.common.no_node,
+        server_args: cli.common.server_arg.clone(),
     };
     let mut results = Map::new();
     let mut ok = true;

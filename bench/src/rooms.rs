@@ -82,7 +82,7 @@ pub async fn rooms(env: &crate::benches::Env, p: &RoomsParams) -> anyhow::Result
         p.parallel.max(1)
     ));
     let ports = u16::try_from(n).map_err(|_| anyhow::anyhow!("too many rooms"))?;
-    let s = OurServer::start(&env.bin_dir, ports).await?;
+    let s = OurServer::start(env, ports).await?;
     let r = measure(&s, n, p).await;
     let pids: Vec<u32> = match &r {
         Ok((_, pids)) => pids.clone(),

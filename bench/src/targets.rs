@@ -110,8 +110,10 @@ fn random_key() -> String {
 }
 
 impl OurServer {
-    /// Starts a master with `rooms` room ports and waits for its API.
-    pub async fn start(bin_dir: &Path, rooms: u16) -> anyhow::Result<Self> {
+    /// Starts a master with `rooms` room ports (and `env`'s extra
+    /// arguments) and waits for its API.
+    pub async fn start(env: &crate::benches::Env, rooms: u16) -> anyhow::Result<Self> {
+        let bin_dir = env.bin_dir.as_path();
         let bin = bin_dir.join("chatserver");
         anyhow::ensure!(
             bin.is_file() && bin_dir.join("chatroom").is_file(),
@@ -140,6 +142,7 @@ impl OurServer {
             .args(["--room-ports", &format!("{first}-{last}")])
             .args(["--bind", "127.0.0.1", "--room-bind", "127.0.0.1"])
             .args(["--shutdown-grace", "2s"])
+            .args(&env.server_args)
             .env("KEY", &key)
             .env("ADMIN_KEY", &admin_key)
             .env_remove("JWT_SECRET")
