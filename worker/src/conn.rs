@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use chat_shared::protocol::{ServerMsg, close, code};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::identity::{Identity, Refusal};
-use crate::outbound::{Frame, Outbound};
+use crate::outbound::{Frame, Inbox, Outbound};
 use crate::room::{Resume, encode};
 use crate::state::Worker;
 use crate::wire::{Pending, Reader, Socket, Writer};
@@ -154,11 +153,7 @@ pub fn is_too_big(e: &WsError) -> bool {
 /// `WRITE_BATCH` frames taken without waiting) in vectored writes of the
 /// shared frames. On a close, the rest of a frame already begun is
 /// finished, then the close frame is sent.
-pub async fn write_loop(
-    mut sink: Writer,
-    mut rx: mpsc::UnboundedReceiver<Frame>,
-    out: Arc<Outbound>,
-) {
+pub async fn write_loop(mut sink: Writer, rx: Inbox, out: Arc<Outbound>) {
     let mut pending = Pending::default();
     let mut close_sent = false;
     let cancelled = out.cancel.cancelled();
@@ -169,7 +164,6 @@ pub async fn write_loop(
             _ = &mut cancelled => break,
             f = rx.recv() => f,
         };
-        let Some(first) = first else { break };
         // Let the tasks already woken run first (the room's other
         // broadcasts of this round): under load, one write carries several
         // frames instead of one system call per frame.
@@ -177,8 +171,8 @@ pub async fn write_loop(
         let mut text_bytes = queue(&mut pending, first, &mut close_sent);
         for _ in 1..WRITE_BATCH {
             match rx.try_recv() {
-                Ok(f) => text_bytes += queue(&mut pending, f, &mut close_sent),
-                Err(_) => break,
+                Some(f) => text_bytes += queue(&mut pending, f, &mut close_sent),
+                None => break,
             }
         }
         let ok = tokio::select! {
@@ -193,11 +187,12 @@ pub async fn write_loop(
         // An idle connection keeps no large queue.
         if rx.is_empty() {
             pending.shrink();
+            rx.shrink();
         }
     }
     pending.finish_started_only();
     // Control frames the reader queued (the reply to a client's close).
-    while let Ok(f) = rx.try_recv() {
+    while let Some(f) = rx.try_recv() {
         if let Frame::Raw(b) = f {
             close_sent |= crate::wire::is_close(&b);
             pending.push(b);

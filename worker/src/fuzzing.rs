@@ -9,12 +9,11 @@ use axum::http::Uri;
 use chat_shared::ipc::StoredMessage;
 use chat_shared::protocol::{Role, ServerMsg};
 use chat_shared::settings::RoomSettings;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use crate::commands::{FrameRefused, parse_client_frame};
 pub use crate::identity::{GUEST_PREFIX, Identity, Refusal, is_hostile_char};
 use crate::identity::{Policy, identify};
-use crate::outbound::{Frame, Outbound};
+use crate::outbound::{Frame, Inbox, Outbound};
 pub use crate::room::Resume;
 use crate::room::{Conn, Room};
 use crate::server::JoinQuery;
@@ -59,7 +58,7 @@ pub fn join_query(query: &str) -> Result<JoinParams, String> {
 /// One connection of a [`FuzzRoom`] and what it was sent.
 struct Client {
     conn: Arc<Conn>,
-    rx: UnboundedReceiver<Frame>,
+    rx: Inbox,
 }
 
 /// A room with members of every role, fed client frames directly (no
@@ -140,7 +139,7 @@ impl FuzzRoom {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        while let Ok(f) = c.rx.try_recv() {
+        while let Some(f) = c.rx.try_recv() {
             if let Frame::Text(t) = f {
                 out.push(serde_json::from_str(t.as_str()).map_err(|_| t.as_str().to_owned())?);
             }
@@ -152,7 +151,7 @@ impl FuzzRoom {
     pub fn frames_all(&mut self) -> usize {
         let mut n = 0;
         for c in &mut self.clients {
-            while c.rx.try_recv().is_ok() {
+            while c.rx.try_recv().is_some() {
                 n += 1;
             }
         }

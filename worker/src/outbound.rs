@@ -3,14 +3,19 @@
 //! Broadcasts are serialized once and the same bytes are queued for every
 //! recipient. When a client stops reading and its queue passes the limit, that
 //! connection alone is closed (1008, "slow consumer"); senders never wait.
+//!
+//! The queue is a deque behind a lock, with a wake-up for the writer. An idle
+//! connection's queue holds no allocation: it grows while frames wait and is
+//! released when drained (a tokio channel keeps a block of 32 slots, about
+//! 1.5 KB, plus its shared state, for the connection's whole life).
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chat_shared::protocol::close;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::Encoded;
@@ -27,10 +32,17 @@ pub enum Frame {
     Wake,
 }
 
+/// Frames a drained queue keeps room for; a larger one is released.
+const KEEP_FRAMES: usize = 8;
+
 /// The sending side of one connection, shared by the room.
 #[derive(Debug)]
 pub struct Outbound {
-    tx: mpsc::UnboundedSender<Frame>,
+    frames: Mutex<VecDeque<Frame>>,
+    /// Wakes the writer when a frame is queued.
+    ready: Notify,
+    /// The writer's end ([`Inbox`]) is gone: nothing is queued any more.
+    gone: AtomicBool,
     queued: AtomicUsize,
     limit: usize,
     closed: AtomicBool,
@@ -40,17 +52,33 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Frame>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(limit: usize) -> (Arc<Self>, Inbox) {
         let out = Arc::new(Self {
-            tx,
+            frames: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            gone: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             limit,
             closed: AtomicBool::new(false),
             close_frame: Mutex::new(None),
             cancel: CancellationToken::new(),
         });
-        (out, rx)
+        let inbox = Inbox(out.clone());
+        (out, inbox)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Frame>> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame for the writer; false when the writer is gone.
+    fn push(&self, frame: Frame) -> bool {
+        if self.gone.load(Ordering::Acquire) {
+            return false;
+        }
+        self.lock().push_back(frame);
+        self.ready.notify_one();
+        true
     }
 
     /// Queues a text frame; closes the connection when its queue is full.
@@ -66,7 +94,7 @@ impl Outbound {
             self.close(close::POLICY, "slow consumer");
             return false;
         }
-        if self.tx.send(Frame::Text(text.clone())).is_err() {
+        if !self.push(Frame::Text(text.clone())) {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
@@ -80,12 +108,12 @@ impl Outbound {
 
     /// Queues whole frames the WebSocket reader wrote.
     pub fn raw(&self, frames: Bytes) {
-        let _ = self.tx.send(Frame::Raw(frames));
+        self.push(Frame::Raw(frames));
     }
 
     /// Queues a WebSocket ping.
     pub fn ping(&self) {
-        let _ = self.tx.send(Frame::Ping);
+        self.push(Frame::Ping);
     }
 
     /// Marks `len` bytes as written.
@@ -119,7 +147,7 @@ impl Outbound {
             }
             // The writer drains what is queued, then sends the close frame;
             // a client that does not read is cut after a grace period.
-            let _ = self.tx.send(Frame::Wake);
+            self.push(Frame::Wake);
             let cancel = self.cancel.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
@@ -137,6 +165,51 @@ impl Outbound {
     /// The close frame to send, if one was asked for.
     pub fn close_frame(&self) -> Option<(u16, String)> {
         self.close_frame.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// The writer's end of a connection's queue.
+#[derive(Debug)]
+pub struct Inbox(Arc<Outbound>);
+
+impl Inbox {
+    /// The next frame, waiting for one. Cancel-safe: a frame is taken only
+    /// when this returns it.
+    pub async fn recv(&self) -> Frame {
+        loop {
+            if let Some(f) = self.try_recv() {
+                return f;
+            }
+            // A frame queued after the check above leaves a permit: this
+            // returns at once.
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next frame, if one waits.
+    pub fn try_recv(&self) -> Option<Frame> {
+        self.0.lock().pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().is_empty()
+    }
+
+    /// Releases a drained queue's memory (an idle connection holds none).
+    pub fn shrink(&self) {
+        let mut q = self.0.lock();
+        if q.is_empty() && q.capacity() > KEEP_FRAMES {
+            *q = VecDeque::new();
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::Release);
+        // What still waits is never written.
+        let left = std::mem::take(&mut *self.0.lock());
+        drop(left);
     }
 }
 
@@ -164,7 +237,7 @@ mod tests {
 
     #[test]
     fn closes_when_full() {
-        let (out, mut rx) = Outbound::new(10);
+        let (out, rx) = Outbound::new(10);
         let msg = Encoded::text("123456");
         assert!(out.send(&msg));
         assert!(!out.send(&msg));
@@ -174,9 +247,41 @@ mod tests {
             Some((close::POLICY, "slow consumer".into()))
         );
         assert!(out.cancel.is_cancelled());
-        assert!(matches!(rx.try_recv(), Ok(Frame::Text(_))));
+        assert!(matches!(rx.try_recv(), Some(Frame::Text(_))));
         out.written(6);
         assert_eq!(out.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_and_an_idle_queue_is_released() {
+        let (out, rx) = Outbound::new(1 << 20);
+        let writer = tokio::spawn(async move {
+            let mut got = 0;
+            while got < 100 {
+                if let Frame::Text(_) = rx.recv().await {
+                    got += 1;
+                }
+            }
+            rx.shrink();
+            (rx.is_empty(), rx.0.lock().capacity())
+        });
+        let msg = Encoded::text("x");
+        for _ in 0..100 {
+            assert!(out.send(&msg));
+        }
+        let (empty, capacity) = writer.await.unwrap();
+        assert!(empty);
+        assert_eq!(capacity, 0, "a drained queue keeps no memory");
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_writer_is_gone() {
+        let (out, rx) = Outbound::new(1 << 20);
+        let msg = Encoded::text("x");
+        assert!(out.send(&msg));
+        drop(rx);
+        assert!(!out.send(&msg));
+        assert!(out.lock().is_empty(), "what waited was dropped");
     }
 
     #[test]
