@@ -16,6 +16,7 @@
 //!  any state but Stopped/Failed ── failed ─► Failed
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -72,13 +73,22 @@ impl Lifecycle {
 #[derive(Debug)]
 pub struct Life {
     tx: watch::Sender<Lifecycle>,
+    /// Whether the state is final, readable without the watch's lock (the
+    /// registry asks it of every room when it picks a port).
+    over: AtomicBool,
 }
 
 impl Life {
     pub fn new(initial: Lifecycle) -> Self {
         Self {
+            over: AtomicBool::new(initial.is_final()),
             tx: watch::channel(initial).0,
         }
+    }
+
+    /// Whether the room is over (stopped or failed): a final state stays.
+    pub fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
     }
 
     /// The current state.
@@ -95,6 +105,9 @@ impl Life {
     fn apply(&self, step: impl FnOnce(&Lifecycle) -> Option<Lifecycle>) -> bool {
         self.tx.send_if_modified(|s| match step(s) {
             Some(next) => {
+                if next.is_final() {
+                    self.over.store(true, Ordering::Release);
+                }
                 *s = next;
                 true
             }

@@ -123,7 +123,7 @@ impl RoomEntry {
 
     /// Whether the room occupies its port (until it is over).
     pub fn holds_port(&self) -> bool {
-        !self.state().is_final()
+        !self.life.is_over()
     }
 
     pub fn port(&self) -> u16 {
@@ -237,6 +237,12 @@ pub enum Refused {
 /// All rooms, and whether new ones are accepted.
 pub struct Registry {
     rooms: Mutex<HashMap<String, Arc<RoomEntry>>>,
+    /// The room each port was last given to, changed only under `rooms`'s
+    /// lock (locked after it). A port is taken while that room holds it
+    /// (`holds_port`, and its port is still this one), so a room that ends
+    /// frees its port without a word to the registry. Picking a port is
+    /// then one look-up per port instead of a scan of every room.
+    ports: Mutex<HashMap<u16, Arc<RoomEntry>>>,
     /// Ports that failed to bind recently, skipped when picking.
     bad_ports: Mutex<HashSet<u16>>,
     first_port: u16,
@@ -255,6 +261,7 @@ impl Registry {
     pub fn new(cfg: &Config) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
+            ports: Mutex::new(HashMap::new()),
             bad_ports: Mutex::new(HashSet::new()),
             first_port: cfg.room_ports.0,
             last_port: cfg.room_ports.1,
@@ -337,11 +344,11 @@ impl Registry {
         {
             return Ok((e.clone(), false));
         }
-        let live = rooms.values().filter(|e| e.holds_port()).count();
-        if !self.accepting() || live >= self.capacity {
+        if !self.accepting() || !has_room(&rooms, self.capacity) {
             return Err(Refused::NoCapacity);
         }
-        let port = self.free_port(&rooms).ok_or(Refused::NoCapacity)?;
+        let mut ports = lock(&self.ports);
+        let port = self.free_port(&ports).ok_or(Refused::NoCapacity)?;
         let entry = Arc::new(RoomEntry::new(
             name.to_owned(),
             settings,
@@ -349,8 +356,8 @@ impl Registry {
             now_ms(),
             Origin::Created,
         ));
+        ports.insert(port, entry.clone());
         rooms.insert(name.to_owned(), entry.clone());
-        prune_failed(&mut rooms);
         Ok((entry, true))
     }
 
@@ -366,15 +373,14 @@ impl Registry {
         if rooms.contains_key(name) {
             return None;
         }
-        let live = rooms.values().filter(|e| e.holds_port()).count();
-        if live >= self.capacity {
+        if !has_room(&rooms, self.capacity) {
             return None;
         }
-        let taken = rooms.values().any(|e| e.holds_port() && e.port() == port);
-        let port = if (self.first_port..=self.last_port).contains(&port) && !taken {
+        let mut ports = lock(&self.ports);
+        let port = if (self.first_port..=self.last_port).contains(&port) && !taken(&ports, port) {
             port
         } else {
-            self.free_port(&rooms)?
+            self.free_port(&ports)?
         };
         let created = if created_ms > 0 { created_ms } else { now_ms() };
         let entry = Arc::new(RoomEntry::new(
@@ -384,6 +390,7 @@ impl Registry {
             created,
             Origin::Catalog,
         ));
+        ports.insert(port, entry.clone());
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
     }
@@ -399,7 +406,8 @@ impl Registry {
         if rooms.contains_key(name) || !(self.first_port..=self.last_port).contains(&port) {
             return None;
         }
-        if rooms.values().any(|e| e.holds_port() && e.port() == port) {
+        let mut ports = lock(&self.ports);
+        if taken(&ports, port) {
             return None;
         }
         let mut entry = RoomEntry::new(name.to_owned(), settings, port, created, Origin::Adopted);
@@ -407,6 +415,7 @@ impl Registry {
         let entry = Arc::new(entry);
         entry.pid.store(pid, Ordering::Release);
         entry.life.listening(pid, port);
+        ports.insert(port, entry.clone());
         rooms.insert(name.to_owned(), entry.clone());
         Some(entry)
     }
@@ -420,11 +429,10 @@ impl Registry {
         head: &chat_shared::framing::HelloHead,
     ) -> Option<Arc<RoomEntry>> {
         let mut rooms = lock(&self.rooms);
+        let mut ports = lock(&self.ports);
         if rooms.contains_key(&head.name)
             || !(self.first_port..=self.last_port).contains(&head.port)
-            || rooms
-                .values()
-                .any(|e| e.holds_port() && e.port() == head.port)
+            || taken(&ports, head.port)
         {
             return None;
         }
@@ -440,43 +448,49 @@ impl Registry {
         let entry = Arc::new(entry);
         entry.pid.store(head.pid, Ordering::Release);
         entry.life.listening(head.pid, head.port);
+        ports.insert(head.port, entry.clone());
         rooms.insert(head.name.clone(), entry.clone());
         Some(entry)
     }
 
     /// Moves a starting room to another port after a bind failure.
-    pub fn repick_port(&self, entry: &RoomEntry) -> Option<u16> {
-        let rooms = lock(&self.rooms);
+    pub fn repick_port(&self, entry: &Arc<RoomEntry>) -> Option<u16> {
+        let _rooms = lock(&self.rooms);
+        let mut ports = lock(&self.ports);
         lock(&self.bad_ports).insert(entry.port());
-        let port = self.free_port(&rooms)?;
+        let port = self.free_port(&ports)?;
+        unbook(&mut ports, entry);
         entry.port.store(port, Ordering::Release);
+        ports.insert(port, entry.clone());
         Some(port)
     }
 
-    fn free_port(&self, rooms: &HashMap<String, Arc<RoomEntry>>) -> Option<u16> {
-        let used: HashSet<u16> = rooms
-            .values()
-            .filter(|e| e.holds_port())
-            .map(|e| e.port())
-            .collect();
+    /// The lowest free port that did not fail to bind lately.
+    fn free_port(&self, ports: &HashMap<u16, Arc<RoomEntry>>) -> Option<u16> {
         let bad = lock(&self.bad_ports);
         let pick =
-            (self.first_port..=self.last_port).find(|p| !used.contains(p) && !bad.contains(p));
+            (self.first_port..=self.last_port).find(|p| !bad.contains(p) && !taken(ports, *p));
         match pick {
             Some(p) => Some(p),
             // Every free port failed once: try them again.
             None => {
                 drop(bad);
                 lock(&self.bad_ports).clear();
-                (self.first_port..=self.last_port).find(|p| !used.contains(p))
+                (self.first_port..=self.last_port).find(|p| !taken(ports, *p))
             }
         }
     }
 
-    /// A failed room stays listed, but its port is free again.
+    /// A failed room stays listed, but its port is free again. The oldest
+    /// failed rooms past [`MAX_FAILED`] are forgotten.
     pub fn release(&self, entry: &Arc<RoomEntry>) {
-        let _rooms = lock(&self.rooms);
+        let mut rooms = lock(&self.rooms);
+        let mut ports = lock(&self.ports);
+        unbook(&mut ports, entry);
         entry.port.store(0, Ordering::Release);
+        for gone in prune_failed(&mut rooms) {
+            unbook(&mut ports, &gone);
+        }
     }
 
     /// Removes a room, if the entry is still the one registered.
@@ -487,6 +501,7 @@ impl Registry {
             .is_some_and(|e| Arc::ptr_eq(e, entry))
         {
             rooms.remove(&entry.name);
+            unbook(&mut lock(&self.ports), entry);
         }
     }
 
@@ -561,18 +576,42 @@ fn process_started(pid: u32) -> Instant {
 /// Failed rooms kept listed at most; past it the oldest are forgotten.
 const MAX_FAILED: usize = 64;
 
-fn prune_failed(rooms: &mut HashMap<String, Arc<RoomEntry>>) {
+/// Forgets the oldest failed rooms past [`MAX_FAILED`]; the entries gone.
+fn prune_failed(rooms: &mut HashMap<String, Arc<RoomEntry>>) -> Vec<Arc<RoomEntry>> {
     let mut failed: Vec<(u64, String)> = rooms
         .values()
-        .filter(|e| matches!(e.state(), Lifecycle::Failed(_)))
+        .filter(|e| e.life.is_over() && matches!(e.state(), Lifecycle::Failed(_)))
         .map(|e| (e.created_unix_ms, e.name.clone()))
         .collect();
     if failed.len() <= MAX_FAILED {
-        return;
+        return Vec::new();
     }
     failed.sort();
-    for (_, name) in &failed[..failed.len() - MAX_FAILED] {
-        rooms.remove(name);
+    failed[..failed.len() - MAX_FAILED]
+        .iter()
+        .filter_map(|(_, name)| rooms.remove(name))
+        .collect()
+}
+
+/// Whether one more room fits: a count of the rooms that hold a port only
+/// when the listing is as long as the capacity (it also lists failed rooms
+/// and rooms that are closing).
+fn has_room(rooms: &HashMap<String, Arc<RoomEntry>>, capacity: usize) -> bool {
+    rooms.len() < capacity || rooms.values().filter(|e| e.holds_port()).count() < capacity
+}
+
+/// Whether `port` is held by the room it was last given to.
+fn taken(ports: &HashMap<u16, Arc<RoomEntry>>, port: u16) -> bool {
+    ports
+        .get(&port)
+        .is_some_and(|e| e.holds_port() && e.port() == port)
+}
+
+/// Drops `entry`'s booking of its port, if it still has it.
+fn unbook(ports: &mut HashMap<u16, Arc<RoomEntry>>, entry: &Arc<RoomEntry>) {
+    let port = entry.port();
+    if ports.get(&port).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+        ports.remove(&port);
     }
 }
 
@@ -585,4 +624,73 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(millis)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn registry(ports: &str) -> Registry {
+        Registry::new(&Config::parse_from(["chatserver", "--room-ports", ports]))
+    }
+
+    fn create(r: &Registry, name: &str) -> Result<Arc<RoomEntry>, Refused> {
+        r.reserve(name, RoomSettings::default()).map(|(e, _)| e)
+    }
+
+    #[test]
+    fn ports_are_the_lowest_free_and_freed_when_a_room_ends() {
+        let r = registry("30000-30002");
+        let a = create(&r, "a").unwrap();
+        let b = create(&r, "b").unwrap();
+        let c = create(&r, "c").unwrap();
+        assert_eq!((a.port(), b.port(), c.port()), (30000, 30001, 30002));
+        assert!(matches!(create(&r, "d"), Err(Refused::NoCapacity)));
+        // b ends: its port is free before the registry forgets it.
+        assert!(b.life.stopped());
+        assert_eq!(r.len(), 2);
+        let d = create(&r, "d").unwrap();
+        assert_eq!(d.port(), 30001);
+        // A failed room stays listed, its port free; removing a room frees
+        // its port too.
+        r.release(&a);
+        assert!(a.life.failed("test".into()));
+        r.remove(&c);
+        let e = create(&r, "e").unwrap();
+        let f = create(&r, "f").unwrap();
+        assert_eq!((e.port(), f.port()), (30000, 30002));
+        assert!(r.get("a").is_some(), "the failed room is still listed");
+        // A bind failure moves a room off its port.
+        let moved = r.repick_port(&f);
+        assert_eq!(moved, None, "no other port is free");
+    }
+
+    #[test]
+    fn a_repicked_port_leaves_the_old_one_free_for_later() {
+        let r = registry("30000-30003");
+        let a = create(&r, "a").unwrap();
+        assert_eq!(r.repick_port(&a), Some(30001));
+        assert_eq!(a.port(), 30001);
+        // 30000 failed to bind lately: skipped while other ports are free.
+        let b = create(&r, "b").unwrap();
+        assert_eq!(b.port(), 30002);
+    }
+
+    #[test]
+    fn failed_rooms_past_the_bound_are_forgotten() {
+        let r = registry("30000-30199");
+        let rooms: Vec<_> = (0..MAX_FAILED + 5)
+            .map(|i| create(&r, &format!("r{i:03}")).unwrap())
+            .collect();
+        for e in &rooms {
+            assert!(e.life.failed("test".into()));
+            r.release(e);
+        }
+        assert_eq!(r.all().len(), MAX_FAILED);
+        assert!(r.get("r000").is_none(), "the oldest are forgotten");
+        assert_eq!(r.len(), 0);
+        assert_eq!(create(&r, "new").unwrap().port(), 30000);
+    }
 }
