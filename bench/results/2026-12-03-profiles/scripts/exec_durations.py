@@ -16,12 +16,14 @@ ts = [t for t, _ in mon]
 def rooms(t):
     i = min(bisect.bisect_left(ts, t), len(ts) - 1); return mon[i][1]
 enter = {}; c3 = {}; ex = []; cl = []
-parent_pid = None
+events = []
 for l in sys.stdin:
     m = re.match(r'\s*(\d+)/(\d+)\s+(\d+\.\d+):\s+(\S+):', l)
-    if not m: continue
-    pid, tid, t, ev = int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)
-    if parent_pid is None: parent_pid = pid
+    if m: events.append((int(m.group(1)), int(m.group(2)), float(m.group(3)), m.group(4)))
+# the master: the pid that enters clone3 most often
+from collections import Counter
+parent_pid = Counter(p for p, _, _, e in events if e.endswith('sys_enter_clone3')).most_common(1)[0][0]
+for pid, tid, t, ev in events:
     if ev.endswith('sys_enter_execve'): enter[tid] = t
     elif ev.endswith('sched_process_exec') and tid in enter: ex.append((t, (t - enter.pop(tid)) * 1e3))
     elif ev.endswith('sys_enter_clone3') and pid == parent_pid: c3[tid] = t
