@@ -109,34 +109,54 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
-/// CPU time and times scheduled of processes, summed over all their
-/// threads, from the scheduler's own accounting
-/// (`/proc/<pid>/task/<tid>/schedstat`: nanoseconds on a CPU, then time
-/// waiting, then timeslices run). Unlike `/proc/<pid>/stat`, which counts
-/// 10 ms ticks, this sees a process that ran 50 µs. `None` when the kernel
-/// keeps no schedstat (then use [`cpu_seconds`]).
-pub fn sched(pids: &[u32]) -> Option<Sched> {
-    let mut total = Sched::default();
-    let mut any = false;
+/// CPU time and times scheduled of every thread of processes, from the
+/// scheduler's own accounting (`/proc/<pid>/task/<tid>/schedstat`:
+/// nanoseconds on a CPU, then time waiting, then timeslices run). Unlike
+/// `/proc/<pid>/stat`, which counts 10 ms ticks, this sees a process that
+/// ran 50 µs. `None` when the kernel keeps no schedstat (then use
+/// [`cpu_seconds`]). Compare two readings with [`Threads::since`].
+pub fn sched(pids: &[u32]) -> Option<Threads> {
+    let mut threads = std::collections::HashMap::new();
     for &pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
                 continue;
             };
             let mut f = text.split_whitespace().map(|x| x.parse::<u64>().ok());
-            if let (Some(Some(ns)), Some(Some(_)), Some(Some(slices))) =
+            if let (Some(Some(cpu_ns)), Some(Some(_)), Some(Some(slices))) =
                 (f.next(), f.next(), f.next())
             {
-                total.cpu_ns += ns;
-                total.slices += slices;
-                any = true;
+                threads.insert(tid, Sched { cpu_ns, slices });
             }
         }
     }
-    any.then_some(total)
+    (!threads.is_empty()).then_some(Threads(threads))
+}
+
+/// One [`sched`] reading: each thread's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Threads(std::collections::HashMap<u32, Sched>);
+
+impl Threads {
+    /// What the threads did between `earlier` and this reading, thread by
+    /// thread: a thread born since counts whole, a thread gone since (a
+    /// runtime's idle blocking thread exits) counts nothing, where a sum
+    /// of the two totals would lose its whole past and read 0.
+    pub fn since(&self, earlier: &Threads) -> Sched {
+        let mut d = Sched::default();
+        for (tid, now) in &self.0 {
+            let before = earlier.0.get(tid).copied().unwrap_or_default();
+            d.cpu_ns += now.cpu_ns.saturating_sub(before.cpu_ns);
+            d.slices += now.slices.saturating_sub(before.slices);
+        }
+        d
+    }
 }
 
 /// See [`sched`].
@@ -210,6 +230,17 @@ mod tests {
         assert_eq!(b - a, 12_001);
         assert!(a >= 10_000 && b < top);
         assert!(free_port().unwrap() > 0);
+    }
+
+    #[test]
+    fn thread_deltas_survive_a_thread_that_exits() {
+        let s = |cpu_ns, slices| Sched { cpu_ns, slices };
+        let before = Threads([(1, s(100, 10)), (2, s(5_000, 50))].into());
+        // Thread 2 (most of the past CPU) exited, thread 3 was born.
+        let after = Threads([(1, s(150, 12)), (3, s(20, 1))].into());
+        let d = after.since(&before);
+        assert_eq!((d.cpu_ns, d.slices), (70, 3));
+        assert!(sched(&[std::process::id()]).is_some());
     }
 
     #[test]

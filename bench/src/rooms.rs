@@ -182,11 +182,9 @@ async fn measure(
     let secs = t_idle.elapsed().as_secs_f64();
     let (m1, r1) = (master_cpu.seconds(), rooms_cpu.seconds());
     let sched1 = (procs::sched(&[master_pid]), procs::sched(&pids));
-    let per_sec = |a: procs::Sched, b: procs::Sched| {
-        (
-            b.cpu_ns.saturating_sub(a.cpu_ns) as f64 / 1e9 / secs,
-            b.slices.saturating_sub(a.slices) as f64 / secs,
-        )
+    let per_sec = |a: procs::Threads, b: procs::Threads| {
+        let d = b.since(&a);
+        (d.cpu_ns as f64 / 1e9 / secs, d.slices as f64 / secs)
     };
     let (cpu_source, master_cores, rooms_cores, master_wakeups, room_wakeups) =
         match (sched0, sched1) {
