@@ -4,7 +4,7 @@
 //! recipient. When a client stops reading and its queue passes the limit, that
 //! connection alone is closed (1008, "slow consumer"); senders never wait.
 //!
-//! The queue is a deque behind a lock, with a wake-up for the writer. An idle
+//! The queue is a deque behind a lock, with the writer's waker beside it. An idle
 //! connection's queue holds no allocation: it grows while frames wait and is
 //! released when drained (a tokio channel keeps a block of 32 slots, about
 //! 1.5 KB, plus its shared state, for the connection's whole life).
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chat_shared::protocol::close;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::Encoded;
@@ -39,8 +39,8 @@ const KEEP_FRAMES: usize = 8;
 #[derive(Debug)]
 pub struct Outbound {
     frames: Mutex<VecDeque<Frame>>,
-    /// Wakes the writer when a frame is queued.
-    ready: Notify,
+    /// The writer waiting for a frame (one atomic swap to wake it).
+    ready: AtomicWaker,
     /// The writer's end ([`Inbox`]) is gone: nothing is queued any more.
     gone: AtomicBool,
     queued: AtomicUsize,
@@ -55,7 +55,7 @@ impl Outbound {
     pub fn new(limit: usize) -> (Arc<Self>, Inbox) {
         let out = Arc::new(Self {
             frames: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             gone: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             limit,
@@ -77,7 +77,7 @@ impl Outbound {
             return false;
         }
         self.lock().push_back(frame);
-        self.ready.notify_one();
+        self.ready.wake();
         true
     }
 
@@ -176,14 +176,19 @@ impl Inbox {
     /// The next frame, waiting for one. Cancel-safe: a frame is taken only
     /// when this returns it.
     pub async fn recv(&self) -> Frame {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(f) = self.try_recv() {
-                return f;
+                return std::task::Poll::Ready(f);
             }
-            // A frame queued after the check above leaves a permit: this
-            // returns at once.
-            self.0.ready.notified().await;
-        }
+            self.0.ready.register(cx.waker());
+            // A frame queued between the first look and the registration
+            // woke no one: look again.
+            match self.try_recv() {
+                Some(f) => std::task::Poll::Ready(f),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The next frame, if one waits.
