@@ -26,8 +26,10 @@ const STATS_EVERY: Duration = Duration::from_millis(500);
 /// Longest gap between two stats checks: a check that finds nothing new
 /// doubles the gap up to this, and a join, a leave, a client frame or a
 /// store confirmation (the room's `stats_nudge`) brings it back to
-/// [`STATS_EVERY`]. An idle room wakes for stats once in this long.
-const STATS_IDLE: Duration = Duration::from_secs(8);
+/// [`STATS_EVERY`]. An idle room wakes for stats once in this long: a
+/// backstop for the few changes that come without a nudge (a notice from
+/// the operators counts a frame out), as every other change nudges.
+const STATS_IDLE: Duration = Duration::from_secs(60);
 /// Time a closing room waits for its last messages to be stored.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Longest wait between two reconnection attempts.

@@ -76,6 +76,9 @@ pub struct Room {
     pub clock: Arc<tokio::sync::Notify>,
     /// Wakes the master link to send stats soon after a change.
     pub stats_nudge: Arc<tokio::sync::Notify>,
+    /// Wakes the client ping clock when a connection joins (a room with
+    /// no connection has no clock ticking).
+    pub joined: Arc<tokio::sync::Notify>,
     /// Arrivals and departures gathered in a large room.
     pub announce: crate::announce::Announcements,
 }
@@ -130,6 +133,7 @@ impl Room {
             direct: crate::direct::Waiting::new(clock.clone()),
             clock,
             stats_nudge: Default::default(),
+            joined: Default::default(),
             announce: Default::default(),
         }
     }
@@ -321,6 +325,7 @@ impl Room {
             });
         }
         self.stats_nudge.notify_one();
+        self.joined.notify_one();
         if first {
             let before = self.users.len().saturating_sub(1);
             if self.announce.joined(&me, before) == Route::Now {
@@ -696,6 +701,11 @@ impl Room {
     }
 
     /// Every connection (for pings).
+    /// Whether no connection is in the room.
+    pub fn is_empty(&self) -> bool {
+        self.users.len() == 0
+    }
+
     pub fn all_conns(&self) -> Vec<Arc<Conn>> {
         self.users
             .values()

@@ -12,9 +12,17 @@ use crate::room::{encode, now_ms};
 use crate::state::Worker;
 
 /// Pings every client each interval; a client that let two pings go
-/// unanswered (no frame at all since) is dropped.
+/// unanswered (no frame at all since) is dropped. While the room has no
+/// connection the clock sleeps until one joins.
 pub async fn heartbeat(worker: Arc<Worker>) {
+    let joined = worker.room().joined.clone();
     loop {
+        if worker.room().is_empty() {
+            tokio::select! {
+                _ = worker.shutdown.cancelled() => return,
+                _ = joined.notified() => {}
+            }
+        }
         let every = Duration::from_millis(worker.config().ping_interval_ms.max(50));
         tokio::select! {
             _ = worker.shutdown.cancelled() => return,
