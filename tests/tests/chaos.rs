@@ -793,6 +793,10 @@ async fn chaos_kills_keep_every_acknowledged_message() {
     }
     eprintln!("shutdown took {:?}", stopping.elapsed());
     assert_no_leftovers(&mut s).await;
+    if !problems.is_empty() {
+        // Every master's and room's log, to read a failure afterwards.
+        eprintln!("{}", s.logs());
+    }
     assert!(
         problems.is_empty(),
         "{} invariant violations:\n{}\n\n{summary}",
