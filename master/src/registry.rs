@@ -595,7 +595,7 @@ fn prune_failed(rooms: &mut HashMap<String, Arc<RoomEntry>>) -> Vec<Arc<RoomEntr
 
 /// Whether one more room fits: a count of the rooms that hold a port only
 /// when the listing is as long as the capacity (it also lists failed rooms
-/// and rooms that are closing).
+/// and rooms that ended but are not removed yet).
 fn has_room(rooms: &HashMap<String, Arc<RoomEntry>>, capacity: usize) -> bool {
     rooms.len() < capacity || rooms.values().filter(|e| e.holds_port()).count() < capacity
 }

@@ -1,5 +1,5 @@
 #!/bin/bash
-# fanout.sh TAG [extra chatbench args]: one fanout run at 4000 clients with
+# steps.sh BENCH TAG [extra chatbench args]: one fanout or shootout run at 4000 clients with
 # perf record (whole worker life, sliced later), perf stat -I 1000 on the worker.
 set -u
 bench=$1; tag=$2; shift 2
